@@ -1,0 +1,1 @@
+"""fpga_model: a cycle-approximate model of an FPGA accelerator for MatMul-free LMs."""
