@@ -47,3 +47,10 @@ def int_array(name, x, ndim=None, low=None, high=None):
 def float_dtype(*arrays):
     """The float dtype computations run in: the promotion of the inputs' dtypes."""
     return np.result_type(*arrays)
+
+
+def require_keys(p, keys):
+    """Raise ValueError naming every key of `keys` missing from the parameter dict p."""
+    missing = [k for k in keys if k not in p]
+    if missing:
+        raise ValueError(f"parameters missing: {', '.join(missing)}")
