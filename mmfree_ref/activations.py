@@ -8,8 +8,9 @@ import numpy as np
 
 def sigmoid(x):
     """x: any shape, float -> same shape. Stable for large |x| (no overflow in exp)."""
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    e = np.exp(-np.abs(x))        # in (0, 1]: never overflows
+    s = 1 / (1 + e)               # sigmoid(|x|)
+    return np.where(x >= 0, s, e * s)
 
 
 def silu(x):

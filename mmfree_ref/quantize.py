@@ -26,7 +26,7 @@ def round_half_away_from_zero(x):
     which rounds 0.49999999999999994 up).
     """
     whole = np.trunc(x)
-    return whole + np.where(np.abs(x - whole) >= 0.5, np.sign(x), 0)
+    return whole + np.copysign(np.abs(x - whole) >= 0.5, x)
 
 
 def absmax_int8(x):
