@@ -1,0 +1,23 @@
+"""Helpers shared by the `mmfree` subcommands: reading user inputs with one clear error."""
+from pathlib import Path
+
+import numpy as np
+
+from ._checks import int_array
+
+
+def load_ids(path, vocab_size):
+    """Read IDS.npy: an integer array (batch, seq) of token ids in [0, vocab_size)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such ids file")
+    try:
+        ids = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        raise ValueError(f"{path}: not a NumPy .npy array ({e})") from None
+    return int_array(f"ids in {path}", ids, ndim=2, low=0, high=vocab_size)
+
+
+def raw_help(description, examples):
+    """A subparser description with an examples block, for argparse's RawDescriptionHelpFormatter."""
+    return f"{description}\n\nexamples:\n" + "\n".join(f"  {e}" for e in examples)

@@ -1,0 +1,37 @@
+"""`mmfree grads`: causal-LM loss and the gradient of every parameter of a checkpoint."""
+import argparse
+
+import numpy as np
+
+from .atomic import atomic_path
+from .checkpoint import load_checkpoint
+from .cmd_common import load_ids, raw_help
+from .model import loss_and_grads
+
+
+def register(sub):
+    p = sub.add_parser(
+        "grads", help="loss and gradients of a checkpoint for the causal-LM loss on token ids",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=raw_help(
+            "Write the causal-LM loss (labels = ids shifted left, last position ignored) under "
+            "the key 'loss' and the straight-through gradient of every parameter under its "
+            "checkpoint name, float64.",
+            ["mmfree grads ckpt/ --ids ids.npy --out grads.npz"]))
+    p.add_argument("ckpt_dir", help="checkpoint directory (config.json + model*.safetensors)")
+    p.add_argument("--ids", required=True, help="int array (batch, seq) in a .npy file")
+    p.add_argument("--out", required=True, help="output .npz file")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    config, params = load_checkpoint(args.ckpt_dir)
+    ids = load_ids(args.ids, config.vocab_size)
+    if ids.shape[1] < 2:
+        raise ValueError(f"ids must hold at least 2 tokens per sequence for a causal-LM loss, "
+                         f"got shape {ids.shape}")
+    loss, grads = loss_and_grads(params, config, ids)
+    with atomic_path(args.out) as tmp:
+        np.savez(tmp, loss=np.float64(loss), **grads)
+    print(f"wrote {args.out}: loss {loss:.12g} and {len(grads)} gradients")
+    return 0
