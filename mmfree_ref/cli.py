@@ -14,7 +14,7 @@ import sys
 from importlib.metadata import entry_points
 
 # Modules of mmfree_ref whose `register` adds a subcommand.
-_OWN = ("mmfree_ref.cmd_logits", "mmfree_ref.cmd_grads")
+_OWN = ("mmfree_ref.cmd_logits", "mmfree_ref.cmd_grads", "mmfree_ref.cmd_generate")
 
 
 class UsageError(ValueError):
