@@ -237,21 +237,25 @@ def save_safetensors(path, tensors, metadata=None, float_dtype=None):
     """Write {name: ndarray} to path, atomically.
 
     float_dtype: None stores each float tensor in its own dtype (float16/32/64); "F64", "F32",
-    "F16" or "BF16" stores every float tensor in that one. A finite value that overflows the
+    "F16" or "BF16" stores every float tensor in that one; a dict {name: code} chooses per
+    tensor (names left out keep their own dtype). A finite value that overflows the
     storage dtype raises ValueError rather than silently becoming inf. Tensors are laid out by
-    decreasing item size, then name (as the safetensors library does), so each starts at a
-    multiple of its item size when the file is memory-mapped.
+    decreasing item size, then name, so that each starts at a multiple of its item size when
+    the file is memory-mapped (the data section starts 8-byte aligned).
     """
     path = Path(path)
     if not isinstance(tensors, dict):
         raise ValueError(f"tensors must be a dict {{name: ndarray}}, got {type(tensors).__name__}")
-    if float_dtype is not None and float_dtype not in FLOAT_CODES:
-        raise ValueError(f"float_dtype must be None or one of {FLOAT_CODES}, got {float_dtype!r}")
+    per_tensor = (float_dtype if isinstance(float_dtype, dict)
+                  else dict.fromkeys(tensors, float_dtype))
+    if not all(code is None or code in FLOAT_CODES for code in per_tensor.values()):
+        raise ValueError(f"float_dtype must be None, one of {FLOAT_CODES} or a dict of them, "
+                         f"got {float_dtype!r}")
     metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
         raise ValueError(f"metadata must be a dict of strings to strings, got {metadata!r:.200}")
-    encoded = {name: _encode(path, name, x, float_dtype) for name, x in tensors.items()}
+    encoded = {name: _encode(path, name, x, per_tensor.get(name)) for name, x in tensors.items()}
     header = {"__metadata__": metadata} if metadata else {}
     offset = 0
     order = sorted(encoded, key=lambda n: (-encoded[n][1].itemsize, n))

@@ -84,13 +84,17 @@ def test_non_native_and_strided_input_written_as_little_endian_c_order(tmp_path)
     assert back.dtype == np.float64 and np.array_equal(back, x)
 
 
-def test_float_dtype_option_stores_every_float_tensor_in_it(tmp_path):
+def test_float_dtype_option_for_all_or_per_tensor(tmp_path):
     x = np.array([0.1, -7.0, 1e-3])
-    sio.save_safetensors(tmp_path / "a.st", {"x": x, "k": np.array([1], np.uint8)},
+    sio.save_safetensors(tmp_path / "a.st", {"x": x, "y": x, "k": np.array([1], np.uint8)},
                          float_dtype="F16")
     infos, _, _ = sio.read_header(tmp_path / "a.st")
-    assert infos["x"].dtype == "F16" and infos["k"].dtype == "U8"
+    assert [infos[n].dtype for n in "xyk"] == ["F16", "F16", "U8"]
     assert same(st_lib.load_file(tmp_path / "a.st")["x"], x.astype(np.float16))
+    sio.save_safetensors(tmp_path / "a.st", {"x": x, "y": x, "z": x}, float_dtype={"x": "BF16",
+                                                                                  "y": "F32"})
+    infos, _, _ = sio.read_header(tmp_path / "a.st")
+    assert [infos[n].dtype for n in "xyz"] == ["BF16", "F32", "F64"]
 
 
 # ----------------------------------------------------------------------------- bfloat16
@@ -283,7 +287,7 @@ def test_missing_name_and_missing_file(tmp_path):
     ({"x": np.array([1 + 2j])}, {}, "tensor 'x': dtype complex128 has no safetensors"),
     ({"x": [1.0]}, {}, "tensor 'x' must be a NumPy array"),
     ({"__metadata__": np.ones(1)}, {}, "tensor names must be non-empty"),
-    ({"x": np.ones(1)}, {"float_dtype": "float32"}, "float_dtype must be None or one of"),
+    ({"x": np.ones(1)}, {"float_dtype": "float32"}, "float_dtype must be None, one of"),
     ({"x": np.ones(1)}, {"metadata": {"k": 1}}, "metadata must be a dict of strings"),
 ])
 def test_write_rejects_bad_input_and_keeps_the_old_file(tmp_path, tensors, kw, match):
