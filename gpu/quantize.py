@@ -1,0 +1,269 @@
+"""Fused RMSNorm + per-token int8 absmax quantization on the device.
+
+Reproduces mmfree_ref.quantize.absmax_int8 and, fused, mmfree_ref.rmsnorm.rmsnorm followed by
+absmax_int8 (the activation path of mmfree_ref.bitlinear.bitlinear_int):
+    n = (x * rstd) * weight,  rstd = 1 / sqrt(mean(x^2) + eps)
+    scale = 127 / max(max|n|, 1e-5),  q = clip(round_half_away_from_zero(n * scale), -128, 127)
+The arithmetic is done in the input's dtype, in the oracle's order, so `absmax_int8` is exact
+(max is order-free; one IEEE division and one multiply per element, as NumPy does). The fused
+kernel's mean is a tree sum, NumPy's a pairwise sum: rstd may differ in the last bits, which moves
+n * scale by a few ulps and can flip q by 1 only where n * scale lies that close to a .5 tie.
+
+Layout: one block per token (row); each thread owns 16-element groups g = tid, tid + TPB, ...
+Outputs: q (M, D) int8 in natural order, scale (M,) and, for the GEMV, the same q as int32
+"activation words" in the permuted order the packed GEMV consumes (gpu/gemv.py):
+    word 4*h + s of a row holds, in byte lanes i = 0..3, q[16*h + 8*(s // 2) + 2*i + s % 2]
+(h: 16-weight half-word of the packed weights; s: which of the four nibble-spaced code groups
+the GEMV's byte-permute decodes, see gpu/gemv.py); rows are padded with q = 0 to a multiple of
+32 elements (act_words(D) words).
+Block reductions: warp shuffles then one shared-memory step on the GPU; a shared-memory tree
+under the simulator (which has no shuffles). Both are tree sums.
+Versions: absmax_int8 (quantize only), rmsnorm_absmax_int8 (fused, one pass over the row per
+reduction, no intermediate in global memory).
+"""
+import math
+
+import numpy as np
+from numba import cuda
+
+from mmfree_ref._checks import float_array
+from mmfree_ref.quantize import ACT_FLOOR
+
+from .common import SIMULATOR, is_device_array
+
+TPB = 32 if SIMULATOR else 256   # threads per block; the simulator pays per thread
+
+
+def act_words(d):
+    """int32 activation words per token for d elements (padded to a multiple of 32 elements)."""
+    return 8 * ((d + 31) // 32)
+
+
+def element_of(g, s, i):
+    """Index of the element in byte lane i of activation word 4*g + s (layout above)."""
+    return 16 * g + 8 * (s // 2) + 2 * i + s % 2
+
+
+@cuda.jit(device=True)
+def _element_of(g, s, i):
+    return 16 * g + 8 * (s // 2) + 2 * i + s % 2
+
+
+@cuda.jit(device=True)
+def _block_sum_sim(sh, v):
+    """Sum of v over the block (all threads get it). sh: shared float array of TPB."""
+    tid = cuda.threadIdx.x
+    sh[tid] = v
+    cuda.syncthreads()
+    stride = TPB // 2
+    while stride > 0:
+        if tid < stride:
+            sh[tid] += sh[tid + stride]
+        cuda.syncthreads()
+        stride //= 2
+    total = sh[0]
+    cuda.syncthreads()
+    return total
+
+
+@cuda.jit(device=True)
+def _block_max_sim(sh, v):
+    """Max of v over the block (all threads get it). sh: shared float array of TPB."""
+    tid = cuda.threadIdx.x
+    sh[tid] = v
+    cuda.syncthreads()
+    stride = TPB // 2
+    while stride > 0:
+        if tid < stride:
+            sh[tid] = max(sh[tid], sh[tid + stride])
+        cuda.syncthreads()
+        stride //= 2
+    total = sh[0]
+    cuda.syncthreads()
+    return total
+
+
+@cuda.jit(device=True)
+def _block_sum_gpu(sh, v):
+    """Sum of v over the block: shuffles within each warp, then across the warps' partials."""
+    lane, warp = cuda.threadIdx.x % 32, cuda.threadIdx.x // 32
+    for off in (16, 8, 4, 2, 1):
+        v += cuda.shfl_xor_sync(0xFFFFFFFF, v, off)
+    if lane == 0:
+        sh[warp] = v
+    cuda.syncthreads()
+    v = sh[lane] if lane < TPB // 32 else v * 0
+    for off in (16, 8, 4, 2, 1):
+        v += cuda.shfl_xor_sync(0xFFFFFFFF, v, off)
+    cuda.syncthreads()
+    return v
+
+
+@cuda.jit(device=True)
+def _block_max_gpu(sh, v):
+    """Max of v over the block (v >= 0 here): shuffles, then across the warps' partials."""
+    lane, warp = cuda.threadIdx.x % 32, cuda.threadIdx.x // 32
+    for off in (16, 8, 4, 2, 1):
+        v = max(v, cuda.shfl_xor_sync(0xFFFFFFFF, v, off))
+    if lane == 0:
+        sh[warp] = v
+    cuda.syncthreads()
+    v = sh[lane] if lane < TPB // 32 else v * 0
+    for off in (16, 8, 4, 2, 1):
+        v = max(v, cuda.shfl_xor_sync(0xFFFFFFFF, v, off))
+    cuda.syncthreads()
+    return v
+
+
+block_sum = _block_sum_sim if SIMULATOR else _block_sum_gpu
+block_max = _block_max_sim if SIMULATOR else _block_max_gpu
+
+
+@cuda.jit(device=True)
+def round_clip_int8(v):
+    """round_half_away_from_zero(v) clipped to [-128, 127], as an int (v finite)."""
+    a = abs(v)
+    whole = int(a)                     # truncation; a - whole is exact
+    r = whole + (1 if a - whole >= 0.5 else 0)
+    r = r if v >= 0 else -r
+    return min(127, max(-128, r))
+
+
+@cuda.jit(device=True)
+def write_group(row, g, n_valid, scale, q_nat, q_words, b):
+    """Quantize elements 16g .. 16g+15 of `row` (a 1-D float array) with `scale`; write them to
+    q_nat[b, :] (natural order, when q_nat has columns) and as 4 permuted words to q_words[b, :]."""
+    for s in range(4):
+        word = 0
+        for i in range(4):
+            j = _element_of(g, s, i)
+            qi = 0
+            if j < n_valid:
+                qi = round_clip_int8(row[j] * scale)
+                if j < q_nat.shape[1]:
+                    q_nat[b, j] = qi
+            word |= (qi & 0xFF) << (8 * i)
+        if word >= 2**31:
+            word -= 2**32
+        q_words[b, 4 * g + s] = word
+
+
+def _make_kernels(dtype):
+    F = np.dtype(dtype).type
+    floor, c127 = F(ACT_FLOOR), F(127)
+
+    @cuda.jit
+    def absmax_kernel(x, q_nat, q_words, scale):
+        b = cuda.blockIdx.x
+        sh = cuda.shared.array(TPB, dtype)
+        d = x.shape[1]
+        m = F(0)
+        for j in range(cuda.threadIdx.x, d, TPB):
+            m = max(m, abs(x[b, j]))
+        m = block_max(sh, m)
+        sc = c127 / max(m, floor)
+        for g in range(cuda.threadIdx.x, q_words.shape[1] // 4, TPB):
+            write_group(x[b], g, d, sc, q_nat, q_words, b)
+        if cuda.threadIdx.x == 0:
+            scale[b] = sc
+
+    @cuda.jit
+    def rmsnorm_absmax_kernel(x, weight, eps, n_out, q_nat, q_words, scale):
+        b = cuda.blockIdx.x
+        sh = cuda.shared.array(TPB, dtype)
+        d = x.shape[1]
+        ss = F(0)
+        for j in range(cuda.threadIdx.x, d, TPB):
+            ss += x[b, j] * x[b, j]
+        rstd = F(1) / math.sqrt(block_sum(sh, ss) / F(d) + eps)
+        m = F(0)
+        for j in range(cuda.threadIdx.x, d, TPB):
+            n = (x[b, j] * rstd) * weight[j]
+            n_out[b, j] = n
+            m = max(m, abs(n))
+        m = block_max(sh, m)      # its syncthreads also publish n_out to the whole block
+        sc = c127 / max(m, floor)
+        for g in range(cuda.threadIdx.x, q_words.shape[1] // 4, TPB):
+            write_group(n_out[b], g, d, sc, q_nat, q_words, b)
+        if cuda.threadIdx.x == 0:
+            scale[b] = sc
+
+    return absmax_kernel, rmsnorm_absmax_kernel
+
+
+_KERNELS = {np.dtype(np.float32): _make_kernels(np.float32),
+            np.dtype(np.float64): _make_kernels(np.float64)}
+
+
+def _check_x(x):
+    if is_device_array(x):
+        raise ValueError("x must be a host NumPy array (the oracle-facing API checks values)")
+    float_array("x", x, ndim=2)
+    if x.dtype not in _KERNELS:
+        raise ValueError(f"x must be float32 or float64, got {x.dtype}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"x must have at least one row and one column, got shape {x.shape}")
+    return np.ascontiguousarray(x)
+
+
+def absmax_int8(x):
+    """x: (M, D) float32/64 host -> q (M, D) int8, scale (M, 1), words (M, act_words(D)) int32,
+    all device arrays. Equals mmfree_ref.quantize.absmax_int8 exactly."""
+    x = _check_x(x)
+    m, d = x.shape
+    q = cuda.device_array((m, d), np.int8)
+    words = cuda.device_array((m, act_words(d)), np.int32)
+    scale = cuda.device_array((m, 1), x.dtype)
+    _KERNELS[x.dtype][0][m, TPB](cuda.to_device(x), q, words, scale.reshape(m))
+    return q, scale, words
+
+
+def rmsnorm_absmax_int8(x, weight, eps):
+    """x: (M, D) float32/64 host, weight: (D,) -> n (M, D) = rmsnorm(x, weight, eps), q (M, D)
+    int8, scale (M, 1), words (M, act_words(D)) int32: device arrays.
+
+    Equals absmax_int8(rmsnorm(x, weight, eps)) of mmfree_ref up to the last-bit ties above."""
+    x = _check_x(x)
+    float_array("weight", weight, ndim=1, shape=(x.shape[1],))
+    if not eps > 0:
+        raise ValueError(f"eps must be positive, got {eps}")
+    m, d = x.shape
+    n = cuda.device_array((m, d), x.dtype)
+    q = cuda.device_array((m, d), np.int8)
+    words = cuda.device_array((m, act_words(d)), np.int32)
+    scale = cuda.device_array((m, 1), x.dtype)
+    w = cuda.to_device(np.ascontiguousarray(weight, dtype=x.dtype))
+    _KERNELS[x.dtype][1][m, TPB](cuda.to_device(x), w, x.dtype.type(eps), n, q, words,
+                                 scale.reshape(m))
+    return n, q, scale, words
+
+
+@cuda.jit
+def words_kernel(q, q_words):
+    """q (M, D) int8 -> q_words (M, act_words(D)) int32, one thread per 16-element group."""
+    i = cuda.grid(1)
+    n_groups = q_words.shape[1] // 4
+    if i >= q.shape[0] * n_groups:
+        return
+    b, g = i // n_groups, i % n_groups
+    for s in range(4):
+        word = 0
+        for k in range(4):
+            j = _element_of(g, s, k)
+            if j < q.shape[1]:
+                word |= (np.int32(q[b, j]) & 0xFF) << (8 * k)
+        if word >= 2**31:
+            word -= 2**32
+        q_words[b, 4 * g + s] = word
+
+
+def words_from_q(q):
+    """q: (M, D) int8 host or device -> device (M, act_words(D)) int32 in the GEMV order."""
+    if not is_device_array(q):
+        if not isinstance(q, np.ndarray) or q.dtype != np.int8 or q.ndim != 2:
+            raise ValueError(f"q must be a 2-D int8 array, got {getattr(q, 'dtype', type(q))}")
+        q = cuda.to_device(np.ascontiguousarray(q))
+    words = cuda.device_array((q.shape[0], act_words(q.shape[1])), np.int32)
+    n = q.shape[0] * words.shape[1] // 4
+    words_kernel[max(1, (n + TPB - 1) // TPB), TPB](q, words)
+    return words
