@@ -1,0 +1,169 @@
+"""Tests of gpu/bitplane.py against the oracle (mmfree_ref/bitplanes.py), exact equality.
+
+The same file runs under the CUDA simulator (CI: tiny shapes, few examples, GPU-only versions
+skipped) and on a real GPU (MMFREE_GPU=1: bigger shapes, every version). Outputs are poisoned
+before each launch (gpu.common.poisoned), so an output a kernel never wrote fails.
+"""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from gpu import bitplane as bp
+from gpu.common import SIMULATOR
+from mmfree_ref.bitlinear import ternary_accumulate
+from mmfree_ref.bitplanes import matmul_planes, pack_planes
+from mmfree_ref.intformats import FORMATS, plane_weights, value_set
+from mmfree_ref.quantize import absmax_int8, absmean_ternary
+
+gpu_only = pytest.mark.skipif(SIMULATOR, reason="needs a real GPU (tensor cores / linked CUDA C++)")
+WIDTHS = {fmt: [2] if fmt == "ternary" else list(range(1, 9)) for fmt in FORMATS}
+# (max M, max N, max K): the simulator runs every thread as a Python thread
+SHAPES = (3, 6, 80) if SIMULATOR else (80, 300, 1200)
+EXAMPLES = {"v1": 8, "v2": 4, "v3": 2, "bmma": 0} if SIMULATOR else \
+           {"v1": 6, "v2": 12, "v3": 8, "bmma": 12}
+BMMA_FORMATS = [("signed", "signed"), ("signed", "ternary"), ("unsigned", "signed"),
+                ("bipolar", "bipolar"), ("signed", "unsigned"), ("unsigned", "ternary")]
+
+
+@st.composite
+def problems(draw, pairs=None):
+    if pairs is None:
+        a_fmt, w_fmt = draw(st.sampled_from(FORMATS)), draw(st.sampled_from(FORMATS))
+    else:
+        a_fmt, w_fmt = draw(st.sampled_from(pairs))
+    abits, wbits = draw(st.sampled_from(WIDTHS[a_fmt])), draw(st.sampled_from(WIDTHS[w_fmt]))
+    M_max, N_max, K_max = SHAPES
+    M, N = draw(st.integers(1, M_max)), draw(st.integers(1, N_max))
+    K = draw(st.one_of(st.sampled_from([1, 31, 32, 33, 255, 257]), st.integers(1, K_max)))
+    K = min(K, K_max)
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    a = rng.choice(value_set(a_fmt, abits), (M, K)).astype(np.int32)
+    w = rng.choice(value_set(w_fmt, wbits), (N, K)).astype(np.int32)
+    a[0, :] = value_set(a_fmt, abits)[-1]           # a row of the largest value
+    w[-1, :] = value_set(w_fmt, wbits)[0]           # and one of the most negative
+    return a, a_fmt, abits, w, w_fmt, wbits
+
+
+def oracle(a, a_fmt, abits, w, w_fmt, wbits):
+    K = a.shape[1]
+    return matmul_planes(pack_planes(a, a_fmt, abits), a_fmt, pack_planes(w, w_fmt, wbits),
+                         w_fmt, K)
+
+
+def check_version(version, case):
+    a, a_fmt, abits, w, w_fmt, wbits = case
+    got = bp.bitplane_matmul(a, a_fmt, abits, w, w_fmt, wbits, version)
+    want = oracle(*case)
+    assert np.array_equal(want, a.astype(np.int64) @ w.astype(np.int64).T)
+    bad = np.argwhere(got != want)
+    assert bad.size == 0, (f"{version} {abits}-bit {a_fmt} x {wbits}-bit {w_fmt}, shape "
+                           f"{a.shape} x {w.shape}: {len(bad)} wrong, first {tuple(bad[0])}: "
+                           f"got {got[tuple(bad[0])]}, want {want[tuple(bad[0])]}")
+
+
+@settings(max_examples=EXAMPLES["v1"])
+@given(problems())
+def test_v1_naive_equals_the_oracle(case):
+    check_version("v1", case)
+
+
+@settings(max_examples=EXAMPLES["v2"])
+@given(problems())
+def test_v2_split_k_gemv_equals_the_oracle(case):
+    check_version("v2", case)
+
+
+@settings(max_examples=EXAMPLES["v3"])
+@given(problems())
+def test_v3_tiled_gemm_equals_the_oracle(case):
+    check_version("v3", case)
+
+
+@gpu_only
+@settings(max_examples=max(1, EXAMPLES["bmma"]))
+@given(problems(pairs=BMMA_FORMATS))
+def test_bmma_tensor_core_equals_the_oracle(case):
+    check_version("bmma", case)
+
+
+@pytest.mark.parametrize("version", ["v2", pytest.param("bmma", marks=gpu_only)])
+def test_edges_of_tiles_and_mma_steps(version):
+    # N and M just past a block / warp tile, K just past a 256-bit MMA step: the tails.
+    rng = np.random.default_rng(11)
+    M, N, K = (2, 33, 257) if SIMULATOR else (17, 16 * bp.BMMA_WARPS * 2 + 1, 2 * 256 + 1)
+    a = rng.integers(-128, 128, (M, K)).astype(np.int32)
+    t = rng.integers(-1, 2, (N, K)).astype(np.int32)
+    check_version(version, (a, "signed", 8, t, "ternary", 2))
+
+
+def test_the_bitlinear_integer_core_by_planes_on_the_gpu():
+    # absmax_int8 activations x absmean_ternary weights: BitLinear's accumulator, exactly.
+    rng = np.random.default_rng(5)
+    M, N, K = (2, 5, 70) if SIMULATOR else (4, 640, 2560)
+    q, _ = absmax_int8(rng.standard_normal((M, K)))
+    t, _ = absmean_ternary(rng.standard_normal((N, K)))
+    got = bp.bitplane_matmul(q.astype(np.int32), "signed", 8, t.astype(np.int32), "ternary", 2, "v2")
+    assert np.array_equal(got, ternary_accumulate(q, t))
+
+
+@pytest.mark.parametrize("version", ["int8_v2", "int8_v3", pytest.param("int8_v2_dp4a", marks=gpu_only),
+                                     pytest.param("int8_v3_dp4a", marks=gpu_only)])
+def test_int8_baselines_equal_the_integer_matmul(version):
+    rng = np.random.default_rng(6)
+    M, N, K = (2, 5, 37) if SIMULATOR else (70, 300, 1001)
+    a = rng.integers(-128, 128, (M, K)).astype(np.int8)
+    w = rng.integers(-128, 128, (N, K)).astype(np.int8)
+    a[0], w[0] = -128, -128                              # the extreme product, K times
+    got = bp.int8_matmul(a, w, version)
+    assert np.array_equal(got, a.astype(np.int64) @ w.astype(np.int64).T)
+
+
+def test_int8_words_layout():
+    x = np.array([[1, -2, 3, -128, 5]], np.int8)
+    words = bp.int8_words(x)                             # (2, 1): bytes 1, -2, 3, -128 | 5, 0, 0, 0
+    assert words.shape == (2, 1) and words.dtype == np.int32
+    assert words[0, 0] == np.int32(np.uint32(0x80_03_FE_01).view(np.int32))
+    assert words[1, 0] == 5
+
+
+@pytest.mark.parametrize("a_fmt", FORMATS)
+@pytest.mark.parametrize("w_fmt", FORMATS)
+def test_recovery_constant_matches_the_plane_weights(a_fmt, w_fmt):
+    abits, wbits = WIDTHS[a_fmt][-1], WIDTHS[w_fmt][-1]
+    xor, _, _, c_a, c_w, k_const = bp.recovery(a_fmt, abits, w_fmt, wbits)
+    assert xor == (a_fmt == w_fmt == "bipolar")
+    if xor:        # sum_ij 2^(i+j) (K - 2 X): the K part
+        assert k_const == (2**abits - 1) * (2**wbits - 1)
+    else:
+        assert (c_a, c_w) == (plane_weights(a_fmt, abits)[1], plane_weights(w_fmt, wbits)[1])
+        assert k_const == c_a * c_w
+
+
+def test_bmma_layout_pads_to_whole_mma_steps_with_zero_words():
+    planes = pack_planes(np.ones((3, 300), np.int32), "unsigned", 1)      # 10 words
+    padded = bp.layout(planes, "bmma")
+    assert padded.shape == (1, 3, 16)
+    assert np.array_equal(padded[..., :10], planes) and not padded[..., 10:].any()
+    assert bp.layout(planes, "v2").shape == (1, 10, 3)                     # k-major
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: bp.kernel("v9", "signed", 8, "ternary", 2), "version must be one of"),
+    (lambda: bp.bitplane_matmul(np.ones((2, 3), np.int32), "signed", 8,
+                                np.ones((2, 4), np.int32), "signed", 8), "same K"),
+    (lambda: bp.check_int32_range("signed", 8, "signed", 8, 2**17), "too long"),
+    (lambda: bp.kernel("bmma", "unsigned", 4, "bipolar", 2), "without an offset"),
+    (lambda: bp.int8_matmul(np.ones((2, 3), np.int32), np.ones((2, 3), np.int8)), "int8"),
+    (lambda: bp.int8_kernel("int8_v9"), "version must be one of"),
+])
+def test_bad_input_raises_a_named_value_error(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+@pytest.mark.skipif(not SIMULATOR, reason="checks the simulator's refusal")
+def test_gpu_only_versions_refuse_the_simulator():
+    with pytest.raises(ValueError, match="real GPU"):
+        bp.kernel("bmma", "signed", 8, "ternary", 2)
+    with pytest.raises(ValueError, match="real GPU"):
+        bp.int8_kernel("int8_v2_dp4a")
