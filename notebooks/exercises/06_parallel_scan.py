@@ -1,0 +1,35 @@
+# %% [markdown]
+# # Exercise 6: the recurrence as a parallel scan
+#
+# Over a whole sequence the MLGRU computes $h_t = f_t \odot h_{t-1} + c_t$ for
+# $t = 1 \dots T$ (element-wise, $h_0$ given or zero). A loop takes $T$ dependent steps. A GPU
+# wants $\log_2 T$ steps of independent work instead. Write each step as a pair
+# $(a, b)$ meaning "$h \mapsto a h + b$"; doing $(a_1, b_1)$ then $(a_2, b_2)$ is
+#
+# $$(a_1, b_1) \circ (a_2, b_2) = (a_1 a_2,\ a_2 b_1 + b_2),$$
+#
+# which is associative. The Hillis-Steele scan starts from $(a_t, b_t) = (f_t, c_t)$ and, for
+# offset $= 1, 2, 4, \dots < T$, combines every element $t \ge$ offset with element
+# $t - $ offset, all $t$ at once, from the previous round's values. After the last round
+# $b_t = h_t$. Fold a given $h_0$ into the first element first: $b_1 = c_1 + f_1 h_0$.
+#
+# (The shortcut $h_t = P_t \sum_{s \le t} c_s / P_s$ with $P_t = \prod_{s \le t} f_s$ looks
+# simpler; try it on 400 gates of size 0.005 and see why the grader refuses it.)
+#
+# Write `mlgru_scan_parallel(f, c, h0=None)` for `f`, `c` of shape `(B, T, D)`, `h0` of shape
+# `(B, D)` or None, returning `h` of shape `(B, T, D)`. Loop over the rounds, not over `t`.
+
+# %%
+import numpy as np
+
+from mmfree_ref.exercises import check_mlgru_scan_parallel
+
+
+# %%
+def mlgru_scan_parallel(f, c, h0=None):
+    """f, c: (B, T, D), h0: (B, D) or None -> h (B, T, D)."""
+    raise NotImplementedError("Exercise: write this part, then run the grader below")
+
+
+# %%
+check_mlgru_scan_parallel(mlgru_scan_parallel)
