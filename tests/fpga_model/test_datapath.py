@@ -1,0 +1,181 @@
+"""The functional datapath (fpga_model/datapath.py) against the oracle, bit for bit."""
+import numpy as np
+import pytest
+from hypothesis import assume, given, strategies as st
+from hypothesis.extra import numpy as hnp
+
+from mmfree_ref import decode
+from mmfree_ref.bitlinear import bitlinear_int, ternary_accumulate
+from mmfree_ref.checkpoint import load_checkpoint
+from mmfree_ref.packing import pack_ternary, unpack_ternary
+from mmfree_ref.quantize import absmax_int8, absmean_ternary
+from mmfree_ref.rmsnorm import rmsnorm
+from fpga_model.datapath import (ACC_BITS, TernaryROM, adder_tree, bitlinear_step, block_fixed,
+                                 decode_codes, greedy_tokens, init_state, load_program,
+                                 norm_quant, quant_error_bound, ternary_matvec, token_step)
+from tests.conftest import REF_SMALL
+
+LANES = st.sampled_from([1, 2, 3, 4, 7, 16, 64, 256, 1024])
+
+
+@st.composite
+def ternary_and_q(draw):
+    d_out, d_in = draw(st.integers(1, 12)), draw(st.integers(1, 300))
+    t = draw(hnp.arrays(np.int8, (d_out, d_in), elements=st.integers(-1, 1)))
+    rows = draw(st.sampled_from(["random", "zero row", "all -1 row"]))
+    if rows == "zero row":
+        t[0] = 0
+    elif rows == "all -1 row":
+        t[-1] = -1
+    q = draw(hnp.arrays(np.int8, (d_in,), elements=st.integers(-128, 127)))
+    if draw(st.booleans()):
+        q[:] = -128                                   # the widest lane value: -(-128) = 128
+    return q, t
+
+
+@st.composite
+def vector_and_weight(draw):
+    """float32 x and norm weight of awkward sizes and magnitudes (and exact 0.5 ties)."""
+    d = draw(st.integers(1, 64))
+    x = draw(hnp.arrays(np.float32, (d,), elements=st.floats(-1, 1, width=32)))
+    x *= np.float32(10.0 ** draw(st.integers(-2, 5)))
+    w = draw(hnp.arrays(np.float32, (d,), elements=st.floats(-3, 3, width=32)))
+    if draw(st.booleans()) and d >= 2:                # 127 * x1 / x0 = k + 0.5 exactly
+        k = draw(st.integers(0, 126))
+        x[0], x[1], w[:2] = 254.0, 2 * k + 1, 1.0
+    return x, w
+
+
+@given(ternary_and_q(), LANES)
+def test_ternary_matvec_equals_the_oracle(qt, lanes):
+    q, t = qt
+    rom = TernaryROM(pack_ternary(t), t.shape[1], np.float32(1))
+    acc = ternary_matvec(q, rom, lanes)
+    assert acc.dtype == np.int32
+    np.testing.assert_array_equal(acc, ternary_accumulate(q, t))
+
+
+@given(ternary_and_q())
+def test_decode_codes_equals_unpack(qt):
+    _, t = qt
+    packed = pack_ternary(t)
+    np.testing.assert_array_equal(decode_codes(packed, t.shape[1]),
+                                  unpack_ternary(packed, t.shape[1]))
+
+
+@given(hnp.arrays(np.int16, hnp.array_shapes(min_dims=2, max_dims=2, max_side=70),
+                  elements=st.integers(-128, 128)))
+def test_adder_tree_sums_any_width(v):
+    out = adder_tree(v)
+    np.testing.assert_array_equal(out, v.astype(np.int64).sum(-1))
+    assert np.all(np.abs(out) <= 128 * v.shape[-1])       # 9 + ceil(log2 A) bits
+
+
+def test_accumulator_width_is_checked():
+    d_in = 2 ** (ACC_BITS - 9) + 1
+    rom = TernaryROM(np.zeros((1, (d_in + 3) // 4), np.uint8), d_in, np.float32(1))
+    with pytest.raises(ValueError, match="overflow"):
+        ternary_matvec(np.zeros(d_in, np.int8), rom, 64)
+
+
+@given(vector_and_weight())
+def test_norm_quant_within_the_derived_bound(xw):
+    x, w = xw
+    y = x.astype(np.float64) * w                    # exact: float32 x float32 fits float64
+    x_n = rmsnorm(x.astype(np.float64), w.astype(np.float64), 1e-6)
+    assume(np.max(np.abs(x_n)) >= 1e-5)             # the oracle's floor: outside the datapath
+    q, x_max = norm_quant(x, w)
+    q_ref, scale_ref = absmax_int8(x_n)
+    v = 127 * y / np.max(np.abs(y))
+    bound = quant_error_bound(x, w) + 1e-9          # + the oracle's own float64 rounding
+    far_from_tie = np.abs(np.abs(v) % 1 - 0.5) > bound
+    np.testing.assert_array_equal(q[far_from_tie], q_ref[far_from_tie])
+    assert np.all(np.abs(q.astype(int) - q_ref) <= 1)
+    # x_max = rstd |x_k w_k| in float32, k the element the integer max picked: a float32 mean
+    # of len(x) squares, a sqrt, a divide and two products; when k is not a true argmax of |y|,
+    # |y_k| is within the quantization bound of the max.
+    X, _ = block_fixed(x)
+    W, _ = block_fixed(w)
+    k = int(np.argmax(np.abs(X.astype(np.int64) * W)))
+    rel = (len(x) + 12) * 2.0 ** -24 + (1 - abs(y[k]) / np.max(np.abs(y)))
+    assert (1 - abs(y[k]) / np.max(np.abs(y))) * 127 <= 2 * np.max(bound)
+    assert x_max == pytest.approx(127 / scale_ref[0], rel=rel)
+
+
+def test_norm_quant_exact_tie_rounds_away_from_zero():
+    q, _ = norm_quant(np.array([254.0, 1.0, -1.0, 3.0], np.float32), np.ones(4, np.float32))
+    np.testing.assert_array_equal(q, [127, 1, -1, 2])   # 0.5 -> 1, -0.5 -> -1, 1.5 -> 2
+
+
+def test_norm_quant_zero_and_tiny_inputs():
+    q, _ = norm_quant(np.zeros(5, np.float32), np.ones(5, np.float32))
+    np.testing.assert_array_equal(q, 0)
+    with pytest.raises(ValueError, match="floor"):
+        norm_quant(np.full(4, 1e-9, np.float32), np.ones(4, np.float32))
+
+
+@given(st.integers(1, 80), st.integers(1, 9), LANES, st.integers(0, 2**32 - 1))
+def test_bitlinear_step_matches_the_oracle(d_in, d_out, lanes, seed):
+    """Where the int8 activations agree, the only difference is the float32 rescale:
+    rstd from a float32 mean of d_in squares, then six float32 roundings
+    (<= (d_in + 12) 2^-24 relative)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(d_in).astype(np.float32)
+    nw = (1 + 0.1 * rng.standard_normal(d_in)).astype(np.float32)
+    w = rng.standard_normal((d_out, d_in))
+    t, scale = absmean_ternary(w)
+    rom = TernaryROM(pack_ternary(t), d_in, np.float32(1 / scale))
+    q, _ = norm_quant(x, nw)
+    q_ref, _ = absmax_int8(rmsnorm(x.astype(np.float64), nw.astype(np.float64), 1e-6))
+    assume(np.array_equal(q, q_ref))
+    y = bitlinear_step(x, rom, nw, lanes)
+    y_ref = bitlinear_int(x.astype(np.float64), w, nw.astype(np.float64))  # exact zeros too
+    tol = (d_in + 12) * 2.0 ** -24 * np.abs(y_ref) + 1e-300
+    assert np.all(np.abs(y - y_ref) <= tol)
+
+
+@pytest.fixture(scope="module")
+def fixture_model():
+    config, params = load_checkpoint(REF_SMALL / "ckpt")
+    return config, params, load_program(params, config)
+
+
+def test_program_weights_are_the_oracle_ternary(fixture_model):
+    _, params, prog = fixture_model
+    for name, rom in prog.ternary.items():
+        t, scale = absmean_ternary(params[name])
+        np.testing.assert_array_equal(decode_codes(rom.packed, rom.d_in), t)
+        assert rom.mean_abs == np.float32(1 / scale)
+
+
+def test_token_steps_give_the_oracle_greedy_tokens(fixture_model):
+    """Teacher-forced on the fixture ids: every step's argmax equals the oracle decode's."""
+    config, params, prog = fixture_model
+    ids = np.load(REF_SMALL / "ids.npy")
+    for b in range(ids.shape[0]):
+        state, ref_state = init_state(config), decode.init_state(config, 1)
+        for t in range(ids.shape[1]):
+            logits, state = token_step(prog, ids[b, t], state, lanes=16)
+            ref, ref_state = decode.decode_step(params, config, ids[b:b + 1, t], ref_state)
+            assert np.argmax(logits) == np.argmax(ref[0]), (b, t)
+
+
+def test_free_running_greedy_generation_matches(fixture_model):
+    config, params, prog = fixture_model
+    ids = np.load(REF_SMALL / "ids.npy")
+    for b in range(ids.shape[0]):
+        prompt = [int(i) for i in ids[b, :4]]
+        ours = greedy_tokens(prog, prompt, 10, lanes=7)
+        state, theirs = decode.init_state(config, 1), []
+        for tok in prompt:
+            logits, state = decode.decode_step(params, config, np.array([tok]), state)
+        for _ in range(10):
+            theirs.append(int(np.argmax(logits[0])))
+            logits, state = decode.decode_step(params, config, np.array([theirs[-1]]), state)
+        assert ours == theirs
+
+
+def test_bad_token_id(fixture_model):
+    config, _, prog = fixture_model
+    with pytest.raises(ValueError, match="token_id"):
+        token_step(prog, config.vocab_size, init_state(config))
