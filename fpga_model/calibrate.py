@@ -133,9 +133,12 @@ def tereffic_rows(hbm=TEREFFIC_HBM, onchip=TEREFFIC_ONCHIP):
     """TerEffic's published throughput and power against the model (no per-op refit)."""
     a_hbm = token_account(preset("2.7B"), hbm)
     a_on = token_account(preset("370M"), onchip)
+    floor_s = a_hbm.offchip_bytes / (hbm.offchip_bandwidth_gbs * 1e9)
     return [
         Comparison("TerEffic HBM 2.7B tokens/s", pub.TER_HBM_TOK_S.value, a_hbm.tokens_per_s,
-                   "tok/s", "bandwidth-bound at 460 GB/s, 1.6-bit weights"),
+                   "tok/s", "460 GB/s, 1.6-bit weights, assumed 200 MHz core (params.py)"),
+        Comparison("TerEffic HBM 2.7B tokens/s, bytes / bandwidth only", pub.TER_HBM_TOK_S.value,
+                   1 / floor_s, "tok/s", "no compute or row-wise time: the upper bound"),
         Comparison("TerEffic HBM 2.7B power", pub.TER_HBM_POWER_W.value, a_hbm.power_w, "W",
                    "D5005 board static carried over; HBM 7 pJ/bit"),
         Comparison("TerEffic on-chip 370M power", pub.TER_ONCHIP_POWER_W.value,
@@ -143,6 +146,12 @@ def tereffic_rows(hbm=TEREFFIC_HBM, onchip=TEREFFIC_ONCHIP):
                    + a_on.dynamic_j * pub.TER_ONCHIP_TOK_S.value, "W",
                    f"at the published 16,300 tok/s, {onchip.devices} FPGAs assumed"),
     ]
+
+
+def tereffic_onchip_implied_adds_per_s():
+    """Ternary adds per second TerEffic's on-chip 370M design must sustain for 16,300 tokens/s
+    (its clock and TMat width are not in the stored sources, so the model cannot predict it)."""
+    return pub.TER_ONCHIP_TOK_S.value * token_account(preset("370M"), TEREFFIC_ONCHIP).ternary_adds
 
 
 def all_rows():
