@@ -17,6 +17,7 @@ from mmfree_ref.bitlinear import BITLINEAR_EPS
 from mmfree_ref.quantize import absmean_ternary
 
 from . import gemm, gemv
+from .common import empty
 from .packing import pack_gemv
 from .quantize import rmsnorm_absmax_int8, words_from_q
 
@@ -45,8 +46,8 @@ def ternary_accumulate(q, t, version="packed"):
     Equals mmfree_ref.bitlinear.ternary_accumulate(q, t) exactly."""
     _check_q_t(q, t, version)
     m, d_out = q.shape[0], t.shape[0]
-    acc = cuda.device_array((m, d_out), np.int32)
-    dummy_f = cuda.device_array((1, 1), np.float32)
+    acc = empty((m, d_out), np.int32)
+    dummy_f = empty((1, 1), np.float32)
     if version == "naive":
         kernel, grid, block = gemv.gemv_naive_launcher(d_out)
         kernel[grid, block](cuda.to_device(t), cuda.to_device(q), acc)
@@ -81,8 +82,8 @@ def bitlinear_int(x, weight, norm_weight, version=None):
     t, scale_w = absmean_ternary(weight)
     packed = pack_gemv(t)
     d_out = t.shape[0]
-    y = cuda.device_array((m, d_out), np.float32)
-    dummy_i = cuda.device_array((1, 1), np.int32)
+    y = empty((m, d_out), np.float32)
+    dummy_i = empty((1, 1), np.int32)
     sx = cuda.to_device(scale_x.copy_to_host().astype(np.float32).reshape(1, m))
     sw = cuda.to_device(np.array([scale_w], np.float32))
     if version == "packed":

@@ -88,6 +88,14 @@ def poisoned(shape, dtype):
     return cuda.to_device(host)
 
 
+POISON = False   # tests set this (an autouse fixture): every `empty` buffer starts poisoned
+
+
+def empty(shape, dtype):
+    """A device output buffer: uninitialised, or NaN/sentinel-filled when POISON is set."""
+    return poisoned(shape, dtype) if POISON else cuda.device_array(shape, dtype)
+
+
 def rotations(bytes_per_set, cap=64):
     """How many input copies to rotate over so that the total exceeds twice the L2 (at most cap)."""
     if bytes_per_set <= 0:

@@ -22,7 +22,7 @@ from numba import cuda
 
 from mmfree_ref.packing import INVALID_CODE, packed_cols
 
-from .common import is_device_array
+from .common import empty, is_device_array
 
 TPB = 256  # threads per block of the element-wise kernels
 
@@ -104,7 +104,7 @@ def pack_ternary(t, row_bytes=None):
     if row_bytes < packed_cols(t.shape[1]):
         raise ValueError(f"row_bytes must be >= ceil(d_in/4) = {packed_cols(t.shape[1])}, "
                          f"got {row_bytes}")
-    packed = cuda.device_array((t.shape[0], row_bytes), np.uint8)
+    packed = empty((t.shape[0], row_bytes), np.uint8)
     pack_kernel[_blocks(packed.size), TPB](cuda.to_device(t), packed, t.shape[1])
     return packed
 
@@ -139,7 +139,7 @@ def unpack_ternary(packed, d_in):
     Raises ValueError, before the unpack launch, when a field holds code 11 or a pad is non-zero.
     """
     packed = _check_packed(packed, d_in)
-    t = cuda.device_array((packed.shape[0], d_in), np.int8)
+    t = empty((packed.shape[0], d_in), np.int8)
     unpack_kernel[_blocks(t.size), TPB](packed, t)
     return t
 

@@ -29,7 +29,7 @@ from numba import cuda
 from mmfree_ref._checks import float_array
 from mmfree_ref.quantize import ACT_FLOOR
 
-from .common import SIMULATOR, is_device_array
+from .common import SIMULATOR, empty, is_device_array
 
 TPB = 32 if SIMULATOR else 256   # threads per block; the simulator pays per thread
 
@@ -211,9 +211,9 @@ def absmax_int8(x):
     all device arrays. Equals mmfree_ref.quantize.absmax_int8 exactly."""
     x = _check_x(x)
     m, d = x.shape
-    q = cuda.device_array((m, d), np.int8)
-    words = cuda.device_array((m, act_words(d)), np.int32)
-    scale = cuda.device_array((m, 1), x.dtype)
+    q = empty((m, d), np.int8)
+    words = empty((m, act_words(d)), np.int32)
+    scale = empty((m, 1), x.dtype)
     _KERNELS[x.dtype][0][m, TPB](cuda.to_device(x), q, words, scale.reshape(m))
     return q, scale, words
 
@@ -228,10 +228,10 @@ def rmsnorm_absmax_int8(x, weight, eps):
     if not eps > 0:
         raise ValueError(f"eps must be positive, got {eps}")
     m, d = x.shape
-    n = cuda.device_array((m, d), x.dtype)
-    q = cuda.device_array((m, d), np.int8)
-    words = cuda.device_array((m, act_words(d)), np.int32)
-    scale = cuda.device_array((m, 1), x.dtype)
+    n = empty((m, d), x.dtype)
+    q = empty((m, d), np.int8)
+    words = empty((m, act_words(d)), np.int32)
+    scale = empty((m, 1), x.dtype)
     w = cuda.to_device(np.ascontiguousarray(weight, dtype=x.dtype))
     _KERNELS[x.dtype][1][m, TPB](cuda.to_device(x), w, x.dtype.type(eps), n, q, words,
                                  scale.reshape(m))
@@ -263,7 +263,7 @@ def words_from_q(q):
         if not isinstance(q, np.ndarray) or q.dtype != np.int8 or q.ndim != 2:
             raise ValueError(f"q must be a 2-D int8 array, got {getattr(q, 'dtype', type(q))}")
         q = cuda.to_device(np.ascontiguousarray(q))
-    words = cuda.device_array((q.shape[0], act_words(q.shape[1])), np.int32)
+    words = empty((q.shape[0], act_words(q.shape[1])), np.int32)
     n = q.shape[0] * words.shape[1] // 4
     words_kernel[max(1, (n + TPB - 1) // TPB), TPB](q, words)
     return words

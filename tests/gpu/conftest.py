@@ -61,3 +61,11 @@ def pytest_terminal_summary(terminalreporter):
 def on_gpu():
     """True on a real GPU (bigger shapes), False under the simulator (tiny shapes)."""
     return not SIMULATOR
+
+
+@pytest.fixture(autouse=True)
+def poison_outputs(monkeypatch):
+    """Every output buffer the gpu/ code allocates starts as NaN (floats) or a sentinel (ints),
+    so an element a kernel forgot to write fails the comparison."""
+    import gpu.common
+    monkeypatch.setattr(gpu.common, "POISON", True)

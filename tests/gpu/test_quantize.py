@@ -1,0 +1,108 @@
+"""gpu/quantize.py against mmfree_ref.quantize / mmfree_ref.rmsnorm.
+
+absmax_int8 is exact (same operations, in the same order, as NumPy: max is order-free, then one
+IEEE division and one multiply per element). The fused RMSNorm's mean is a tree sum where NumPy's
+is pairwise: its rstd can differ by a few ulps, so q may differ by 1 where the oracle's n * scale
+lies within that distance of a .5 tie; everywhere else q is exact (asserted).
+"""
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+from hypothesis.extra.numpy import arrays
+
+from mmfree_ref.quantize import absmax_int8 as ref_absmax, round_half_away_from_zero
+from mmfree_ref.rmsnorm import rmsnorm as ref_rmsnorm
+from gpu.quantize import (absmax_int8, act_words, element_of, rmsnorm_absmax_int8,
+                          words_from_q)
+from tests.gpu.helpers import dim, examples
+
+SPECIAL = [0.0, 0.5, -0.5, 1.5, -2.5, 63.5, -63.5, 127.0, -127.0, 1e-30, 3e-6]
+
+
+def rows(dtype, max_rows, max_cols, big=2.0**100):
+    """Rows mixing huge, tiny and tie-prone values; `big` bounds |x| (2^60 where x^2 is summed,
+    so float32 squares stay finite)."""
+    width = 32 if dtype == np.float32 else 64
+    elems = st.one_of(st.floats(-big, big, width=width), st.sampled_from(SPECIAL),
+                      st.floats(-2.0**-10, 2.0**-10, width=width))
+    shape = st.tuples(st.integers(1, max_rows), st.integers(1, max_cols))
+    return shape.flatmap(lambda s: arrays(dtype, s, elements=elems))
+
+
+def unpermute(words, d):
+    """Activation words (M, act_words(d)) int32 -> q (M, d) int8 in natural order."""
+    m = words.shape[0]
+    lanes = words.view(np.int8).reshape(m, -1, 4)         # little-endian: lane i = byte i
+    q = np.zeros((m, act_words(d) * 4), np.int8)
+    for w in range(act_words(d)):
+        g, s = divmod(w, 4)
+        for i in range(4):
+            q[:, element_of(g, s, i)] = lanes[:, w, i]
+    return q[:, :d]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@examples(5)
+@given(data=st.data())
+def test_absmax_int8_exact(dtype, data):
+    x = data.draw(rows(dtype, dim(3, 16), dim(33, 3000)))
+    q, scale, words = absmax_int8(x)
+    ref_q, ref_scale = ref_absmax(x)
+    np.testing.assert_array_equal(q.copy_to_host(), ref_q)
+    np.testing.assert_array_equal(scale.copy_to_host(), ref_scale)
+    np.testing.assert_array_equal(unpermute(words.copy_to_host(), x.shape[1]), ref_q)
+
+
+def test_absmax_ties_round_away_from_zero_and_zero_rows():
+    x = np.array([[127.0, 63.5, -63.5, 0.5, -0.5, 1.5, -2.5], [0.0] * 7])
+    q = absmax_int8(x)[0].copy_to_host()
+    np.testing.assert_array_equal(q, [[127, 64, -64, 1, -1, 2, -3], [0] * 7])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@examples(5)
+@given(data=st.data())
+def test_fused_rmsnorm_absmax_matches_oracle(dtype, data):
+    x = data.draw(rows(dtype, dim(3, 16), dim(33, 3000), big=2.0**60))
+    w = data.draw(arrays(dtype, x.shape[1], elements=st.floats(-4, 4, width=x.dtype.itemsize * 8)))
+    eps = 1e-6
+    n, q, scale, words = rmsnorm_absmax_int8(x, w, eps)
+    ref_n = ref_rmsnorm(x, w, eps)
+    ref_q, ref_scale = ref_absmax(ref_n)
+    d = x.shape[1]
+    # the tree and the pairwise sums of d squares differ by at most ~d ulps of the sum
+    rel = 4 * d * np.finfo(dtype).eps
+    np.testing.assert_allclose(scale.copy_to_host(), ref_scale, rtol=rel)
+    np.testing.assert_allclose(n.copy_to_host(), ref_n, rtol=rel, atol=0)
+    v = ref_n * ref_scale                                  # oracle's value before rounding
+    near_tie = np.abs(np.abs(v - np.trunc(v)) - 0.5) <= 127 * rel
+    got = q.copy_to_host().astype(np.int32)
+    np.testing.assert_array_equal(got[~near_tie], ref_q[~near_tie])
+    assert np.all(np.abs(got - ref_q) <= 1)
+    np.testing.assert_array_equal(unpermute(words.copy_to_host(), d), got)
+
+
+def test_words_from_q_matches_layout():
+    q = np.arange(-40, 37, dtype=np.int8).reshape(1, 77)
+    np.testing.assert_array_equal(unpermute(words_from_q(q).copy_to_host(), 77), q)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ([[1.0]], "NumPy array"),
+    (np.zeros((2, 2), np.int32), "float array"),
+    (np.zeros(3), "2 dimension"),
+    (np.array([[np.nan]]), "NaN"),
+    (np.zeros((2, 2), np.float16), "float32 or float64"),
+    (np.zeros((0, 2)), "at least one row"),
+])
+def test_bad_x_rejected_before_launch(bad, match):
+    with pytest.raises(ValueError, match=match):
+        absmax_int8(bad)
+
+
+def test_bad_weight_and_eps_rejected():
+    x = np.ones((1, 4))
+    with pytest.raises(ValueError, match="weight"):
+        rmsnorm_absmax_int8(x, np.ones(3), 1e-6)
+    with pytest.raises(ValueError, match="eps"):
+        rmsnorm_absmax_int8(x, np.ones(4), 0.0)
