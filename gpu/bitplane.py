@@ -28,7 +28,8 @@ Versions (all checked against the oracle by tests/gpu/test_bitplane.py):
   `link=[CUSource]`); GPU only. One warp owns 16 // wbits weight rows x 8 // abits tokens: the
   MMA's 16 A rows are (weight row, plane j) pairs, its 8 B columns (token, plane i) pairs, and
   the 16x8 plane-pair counts it accumulates over K are combined with the plane weights at the
-  end through shared memory. Formats with an offset other than bipolar x bipolar are refused.
+  end through shared memory; for formats with an offset (bipolar against a non-bipolar) each lane
+  also popcounts the words it loads, which gives the row sums R and S of the correction.
 Baselines (int8 activations x int8 weights, four values per int32 word, k-major), same
 structures: int8_v2, int8_v3 (byte arithmetic, Numba only) and int8_v2_dp4a, int8_v3_dp4a
 (__dp4a linked in, GPU only).
@@ -279,14 +280,12 @@ def _make_v3(a_fmt, abits, w_fmt, wbits):
 
 def _make_bmma(a_fmt, abits, w_fmt, wbits):
     xor, a_kind, w_kind, c_a, c_w, k_const = recovery(a_fmt, abits, w_fmt, wbits)
-    if not xor and (c_a or c_w):
-        raise ValueError(f"bmma supports formats without an offset, or bipolar x bipolar; got "
-                         f"{a_fmt} x {w_fmt} (use v1, v2 or v3)")
     if FOREIGN is None:
         raise ValueError("bmma needs a real GPU (tensor cores): not available in the simulator")
     mma = FOREIGN["xor" if xor else "and"]
     alpha, beta = _plane_weight(a_kind, abits), _plane_weight(w_kind, wbits)
     sign = -2 if xor else 1
+    offsets = c_a != 0 or c_w != 0               # then the plane row popcounts R, S are needed
     NT, MT, WARPS, KSTEP = 16 // wbits, 8 // abits, BMMA_WARPS, BMMA_KWORDS
 
     @cuda.jit(link=FOREIGN["link"])
@@ -303,6 +302,7 @@ def _make_bmma(a_fmt, abits, w_fmt, wbits):
         m_b, i_b = m0 + g // abits, g % abits
         ok_b = g < MT * abits and m_b < M
         c0, c1, c2, c3 = int32(0), int32(0), int32(0), int32(0)
+        s_lo, s_hi, r_b = int32(0), int32(0), int32(0)    # this lane's share of S and R
         for kw in range(t, KW, KSTEP):
             a0 = w[j_lo, n_lo, kw] if ok_lo else uint32(0)
             a1 = w[j_hi, n_hi, kw] if ok_hi else uint32(0)
@@ -311,11 +311,20 @@ def _make_bmma(a_fmt, abits, w_fmt, wbits):
             b0 = a[i_b, m_b, kw] if ok_b else uint32(0)
             b1 = a[i_b, m_b, kw + 4] if ok_b else uint32(0)
             c0, c1, c2, c3 = mma(a0, a1, a2, a3, b0, b1, c0, c1, c2, c3)
+            if offsets:
+                s_lo = int32(s_lo + cuda.popc(a0) + cuda.popc(a2))
+                s_hi = int32(s_hi + cuda.popc(a1) + cuda.popc(a3))
+                r_b = int32(r_b + cuda.popc(b0) + cuda.popc(b1))
         counts = cuda.shared.array((WARPS, 16, 8), int32)   # [row (n, j), column (m, i)]
+        s_part = cuda.shared.array((WARPS, 16, 4), int32)   # popc of weight plane rows, per t
+        r_part = cuda.shared.array((WARPS, 8, 4), int32)    # popc of activation plane rows
         counts[warp, g, 2 * t] = c0
         counts[warp, g, 2 * t + 1] = c1
         counts[warp, g + 8, 2 * t] = c2
         counts[warp, g + 8, 2 * t + 1] = c3
+        s_part[warp, g, t] = s_lo
+        s_part[warp, g + 8, t] = s_hi
+        r_part[warp, g, t] = r_b
         cuda.syncthreads()
         if lane < NT * MT:
             nl, ml = lane // MT, lane % MT
@@ -325,7 +334,17 @@ def _make_bmma(a_fmt, abits, w_fmt, wbits):
                 for j in range(wbits):
                     for i in range(abits):
                         s = int32(s + alpha(i) * beta(j) * counts[warp, nl * wbits + j, ml * abits + i])
-                out[m, n] = int32(sign * s + k_const * K)
+                s = int32(sign * s + k_const * K)
+                if offsets:
+                    for i in range(abits):      # c_w sum_i alpha_i R_i[m]
+                        row = ml * abits + i
+                        r = r_part[warp, row, 0] + r_part[warp, row, 1] + r_part[warp, row, 2] + r_part[warp, row, 3]
+                        s = int32(s + c_w * alpha(i) * r)
+                    for j in range(wbits):      # c_a sum_j beta_j S_j[n]
+                        row = nl * wbits + j
+                        r = s_part[warp, row, 0] + s_part[warp, row, 1] + s_part[warp, row, 2] + s_part[warp, row, 3]
+                        s = int32(s + c_a * beta(j) * r)
+                out[m, n] = s
 
     return bmma
 
