@@ -16,8 +16,8 @@ Outputs: q (M, D) int8 in natural order, scale (M,) and, for the GEMV, the same 
 (h: 16-weight half-word of the packed weights; s: which of the four nibble-spaced code groups
 the GEMV's byte-permute decodes, see gpu/gemv.py); rows are padded with q = 0 to a multiple of
 32 elements (act_words(D) words).
-Block reductions: warp shuffles then one shared-memory step on the GPU; a shared-memory tree
-under the simulator (which has no shuffles). Both are tree sums.
+Block reductions: warp shuffles then one shared-memory step on the GPU (a tree sum); under the
+simulator, which has no shuffles, thread 0 adds the partials in order.
 Versions: absmax_int8 (quantize only), rmsnorm_absmax_int8 (fused, one pass over the row per
 reduction, no intermediate in global memory).
 """
@@ -51,16 +51,15 @@ def _element_of(g, s, i):
 
 @cuda.jit(device=True)
 def _block_sum_sim(sh, v):
-    """Sum of v over the block (all threads get it). sh: shared float array of TPB."""
+    """Sum of v over the block (all threads get it); simulator: thread 0 adds the TPB partials in
+    order (2 barriers instead of log2(TPB): each barrier costs ~0.5 ms per simulated thread)."""
     tid = cuda.threadIdx.x
     sh[tid] = v
     cuda.syncthreads()
-    stride = TPB // 2
-    while stride > 0:
-        if tid < stride:
-            sh[tid] += sh[tid + stride]
-        cuda.syncthreads()
-        stride //= 2
+    if tid == 0:
+        for k in range(1, TPB):
+            sh[0] += sh[k]
+    cuda.syncthreads()
     total = sh[0]
     cuda.syncthreads()
     return total
@@ -68,16 +67,14 @@ def _block_sum_sim(sh, v):
 
 @cuda.jit(device=True)
 def _block_max_sim(sh, v):
-    """Max of v over the block (all threads get it). sh: shared float array of TPB."""
+    """Max of v over the block (all threads get it); simulator, as _block_sum_sim."""
     tid = cuda.threadIdx.x
     sh[tid] = v
     cuda.syncthreads()
-    stride = TPB // 2
-    while stride > 0:
-        if tid < stride:
-            sh[tid] = max(sh[tid], sh[tid + stride])
-        cuda.syncthreads()
-        stride //= 2
+    if tid == 0:
+        for k in range(1, TPB):
+            sh[0] = max(sh[0], sh[k])
+    cuda.syncthreads()
     total = sh[0]
     cuda.syncthreads()
     return total
