@@ -13,8 +13,10 @@ Sections
    d = 5120, GLU width 13824): decode M = 1 for (N, K) = (d, d) and (13824, d), versions v2 and
    bmma; prefill M = 512 for (d, d), versions v3 and bmma. Baselines at the same shapes: int8 x
    int8 (int8_v2 / int8_v3 by byte arithmetic, and with dp4a) and torch fp16 a @ w.T (cuBLAS).
-2. The heat map: time over wbits x abits in 1..8 (signed x signed) for decode v2 at (d, d), and
-   for prefill bmma at (512, d, d) over bits {1, 2, 4, 8}.
+2. The heat map: time over wbits x abits in 1..8 (signed x signed) for decode v2 at
+   (13824, d), and for prefill bmma at (512, d, d) over bits {1, 2, 4, 8}.
+0. Calibration first: the harness's floor (an empty kernel timed the same way), the measured
+   copy bandwidth, and a small sweep of v2's (KS, UNROLL) for W2A8 decode at (13824, d).
 Outputs in OUT_DIR: bitplane_bench.json (everything), bitplane_heatmap.json, bitplane_heatmap.png.
 
 The random planes are drawn directly as uint32 words (every bit pattern is a valid code, except
@@ -53,9 +55,10 @@ def build_errors():
     """What a version that cannot be built or is wrong raises: reported, and the run goes on
     (compile, link and driver errors, and validate's AssertionError). GPU mode only: the
     simulator's numba.cuda.cudadrv has none of these classes."""
+    from cuda.core._utils.cuda_utils import CUDAError   # launch failures (e.g. out of resources)
     from numba.cuda.cudadrv.error import CudaDriverError, NvrtcError, NvvmError
     return (AssertionError, ValueError, RuntimeError, NumbaError, CudaDriverError, NvrtcError,
-            NvvmError)
+            NvvmError, CUDAError)
 
 
 def shapes():
@@ -115,7 +118,7 @@ def random_config_inputs(rng, cfg, M, N, K):
 
 # --------------------------------------------------------------------------- one measurement
 
-def measure_bitplane(version, cfg, a_pl, w_pl, ref, K, n_sets_cap=64):
+def measure_bitplane(version, cfg, a_pl, w_pl, ref, K, n_sets_cap=64, variant=()):
     """Validate then time one bit-plane version; a dict with status and the Timing."""
     a_fmt, abits, w_fmt, wbits = cfg
     M, N = ref.shape
@@ -130,7 +133,8 @@ def measure_bitplane(version, cfg, a_pl, w_pl, ref, K, n_sets_cap=64):
     outs[0].copy_to_device(np.full((M, N), -(2**31) + 7, np.int32))
 
     def launch(i, stream):
-        bp.launch(version, outs[i], a_sets[i], w_sets[i], K, a_fmt, abits, w_fmt, wbits, stream)
+        bp.launch(version, outs[i], a_sets[i], w_sets[i], K, a_fmt, abits, w_fmt, wbits, stream,
+                  variant)
 
     return _validate_and_time(launch, outs[0], ref, f"{version}", nbytes, n_sets)
 
@@ -208,6 +212,34 @@ def measure_fp16(rng, M, N, K):
 
 # --------------------------------------------------------------------------- sections
 
+@cuda.jit
+def _empty(out):
+    if cuda.grid(1) == 0:
+        out[0] = 1
+
+
+def calibration_section(rng, log):
+    """The floor of a timed launch, the copy bandwidth, and v2's (KS, UNROLL) for W2A8 decode."""
+    from gpu.common import copy_bandwidth
+
+    flag = cuda.device_array(1, np.int32)
+    t = time_launches(lambda i, s: _empty[160, 256, s](flag), 1, 4)
+    rows = [{"what": "empty kernel (160 x 256 threads)", "median_ms": t.median_ms,
+             "host_bound": t.host_bound}]
+    gbps, _ = copy_bandwidth(1 << 28)
+    rows.append({"what": "device copy 256 MiB", "gbps": gbps})
+    _, (M, N, K) = shapes()[0]
+    cfg = CONFIGS["W2A8"]
+    a_pl, w_pl, ref = random_config_inputs(rng, cfg, M, N, K)
+    for variant in ((4, 4), (8, 4), (8, 1), (16, 1), (8, 8)):
+        r = {"what": f"v2 W2A8 KS={variant[0]} UNROLL={variant[1]}", "shape": [M, N, K],
+             **measure_bitplane("v2", cfg, a_pl, w_pl, ref, K, variant=variant)}
+        rows.append(r)
+    for r in rows:
+        log(r)
+    return rows
+
+
 def config_section(rng, log):
     decode, prefill = shapes()
     rows = []
@@ -234,7 +266,7 @@ def config_section(rng, log):
 def heatmap_section(rng, log):
     decode, prefill = shapes()
     maps = {}
-    for key, (M, N, K), version, bits in (("gemv_v2", decode[0], "v2", range(1, 9)),
+    for key, (M, N, K), version, bits in (("gemv_v2", decode[1], "v2", range(1, 9)),
                                            ("gemm_bmma", prefill[0], "bmma", HEAT_BITS_GEMM)):
         bits = list(bits)
         ms = [[None] * len(bits) for _ in bits]     # [wbits index][abits index]
@@ -324,6 +356,8 @@ def main(out_dir="."):
     def log(r):
         print(json.dumps(r), flush=True)
 
+    results["calibration"] = calibration_section(rng, log)
+    path.write_text(json.dumps(results, indent=1))
     results["configs"] = config_section(rng, log)
     path.write_text(json.dumps(results, indent=1))
     results["heatmap"] = heatmap_section(rng, log)

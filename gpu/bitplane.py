@@ -25,10 +25,11 @@ Versions (all checked against the oracle by tests/gpu/test_bitplane.py):
   slices of both operands' planes staged in shared memory.
 - bmma: the tensor cores' 1-bit MMA, mma.sync.m16n8k256 .and.popc (.xor.popc for bipolar x
   bipolar), from a CUDA C++ device function linked into the Numba kernel (`cuda.declare_device` +
-  `link=[CUSource]`); GPU only. One warp owns 16 // wbits weight rows x 8 // abits tokens: the
-  MMA's 16 A rows are (weight row, plane j) pairs, its 8 B columns (token, plane i) pairs, and
-  the 16x8 plane-pair counts it accumulates over K are combined with the plane weights at the
-  end through shared memory; for formats with an offset (bipolar against a non-bipolar) each lane
+  `link=[CUSource]`); GPU only. A block owns 16 // wbits weight rows x mb m-tiles of 8 // abits
+  tokens: the MMA's 16 A rows are (weight row, plane j) pairs, its 8 B columns (token, plane i)
+  pairs. For a GEMV (one m-tile) 8 warps split K (split=8, mb=1); for a GEMM one warp reuses its
+  weight fragments over mb=4 m-tiles (split=1). The 16x8 plane-pair counts accumulated over K
+  are summed over the warps and combined with the plane weights through shared memory; for formats with an offset (bipolar against a non-bipolar) each lane
   also popcounts the words it loads, which gives the row sums R and S of the correction.
 Baselines (int8 activations x int8 weights, four values per int32 word, k-major), same
 structures: int8_v2, int8_v3 (byte arithmetic, Numba only) and int8_v2_dp4a, int8_v3_dp4a
@@ -53,9 +54,11 @@ INT8_VERSIONS = ("int8_v2", "int8_v3", "int8_v2_dp4a", "int8_v3_dp4a")
 GPU_ONLY = ("bmma", "int8_v2_dp4a", "int8_v3_dp4a")
 
 V1_THREADS = 128
-V2_BN, V2_KS, V2_UNROLL = 32, 16, 4
+V2_BN, V2_KS, V2_UNROLL = 32, 8, 4       # KS 16 ran out of registers at 512 threads (W8A8)
 V3_TILE, V3_T, V3_BKW = 64, 4, 8          # output tile, outputs per thread per axis, words per slice
-BMMA_WARPS, BMMA_KWORDS = 4, 8            # warps per block; words per MMA step (256 bits)
+BMMA_KWORDS = 8                           # words per MMA step (256 bits)
+BMMA_GEMV = (8, 1)     # (split, mb) for one m-tile: 8 warps split K (a GEMV has few tiles)
+BMMA_GEMM = (1, 4)     # for many m-tiles: one warp per block, 4 m-tiles reuse the weight fragments
 
 # The tensor-core instructions and dp4a, as C functions with Numba's calling convention: the
 # first argument points to the return value (a 4-tuple of int32 for the MMA), the status is 0.
@@ -195,10 +198,10 @@ def _make_v1(a_fmt, abits, w_fmt, wbits):
     return v1
 
 
-def _make_v2(a_fmt, abits, w_fmt, wbits):
+def _make_v2(a_fmt, abits, w_fmt, wbits, KS=V2_KS, U=V2_UNROLL):
     word_dot = _word_dot(a_fmt, abits, w_fmt, wbits)
     k_const = recovery(a_fmt, abits, w_fmt, wbits)[5]
-    BN, KS, U = V2_BN, V2_KS, V2_UNROLL
+    BN = V2_BN
 
     @cuda.jit
     def v2(out, a, w, K):
@@ -278,7 +281,7 @@ def _make_v3(a_fmt, abits, w_fmt, wbits):
     return v3
 
 
-def _make_bmma(a_fmt, abits, w_fmt, wbits):
+def _make_bmma(a_fmt, abits, w_fmt, wbits, split=BMMA_GEMV[0], mb=BMMA_GEMV[1]):
     xor, a_kind, w_kind, c_a, c_w, k_const = recovery(a_fmt, abits, w_fmt, wbits)
     if FOREIGN is None:
         raise ValueError("bmma needs a real GPU (tensor cores): not available in the simulator")
@@ -286,65 +289,88 @@ def _make_bmma(a_fmt, abits, w_fmt, wbits):
     alpha, beta = _plane_weight(a_kind, abits), _plane_weight(w_kind, wbits)
     sign = -2 if xor else 1
     offsets = c_a != 0 or c_w != 0               # then the plane row popcounts R, S are needed
-    NT, MT, WARPS, KSTEP = 16 // wbits, 8 // abits, BMMA_WARPS, BMMA_KWORDS
+    NT, MT, KSTEP, THREADS = 16 // wbits, 8 // abits, BMMA_KWORDS, 32 * split
 
     @cuda.jit(link=FOREIGN["link"])
     def bmma(out, a, w, K):
         lane, warp = cuda.threadIdx.x, cuda.threadIdx.y
+        tid = warp * 32 + lane
         g, t = lane // 4, lane % 4
-        n0 = (cuda.blockIdx.x * WARPS + warp) * NT
-        m0 = cuda.blockIdx.y * MT
+        n0, m0 = cuda.blockIdx.x * NT, cuda.blockIdx.y * MT * mb
         M, N, KW = out.shape[0], out.shape[1], w.shape[2]
-        # A rows g and g+8 -> (weight row, plane); B column g -> (token, plane)
+        # A rows g and g+8 -> (weight row, plane); B column g of m-tile q -> (token, plane)
         n_lo, j_lo, n_hi, j_hi = n0 + g // wbits, g % wbits, n0 + (g + 8) // wbits, (g + 8) % wbits
         ok_lo = g < NT * wbits and n_lo < N
         ok_hi = g + 8 < NT * wbits and n_hi < N
-        m_b, i_b = m0 + g // abits, g % abits
-        ok_b = g < MT * abits and m_b < M
-        c0, c1, c2, c3 = int32(0), int32(0), int32(0), int32(0)
-        s_lo, s_hi, r_b = int32(0), int32(0), int32(0)    # this lane's share of S and R
-        for kw in range(t, KW, KSTEP):
+        i_b = g % abits
+        c = cuda.local.array((mb, 4), int32)
+        r_b = cuda.local.array(mb, int32)          # this lane's share of R (activation rows)
+        for q in range(mb):
+            r_b[q] = 0
+            for e in range(4):
+                c[q, e] = 0
+        s_lo, s_hi = int32(0), int32(0)            # and of S (weight rows g, g+8)
+        for kw in range(t + KSTEP * warp, KW, KSTEP * split):    # warp `warp` owns every split-th step
             a0 = w[j_lo, n_lo, kw] if ok_lo else uint32(0)
             a1 = w[j_hi, n_hi, kw] if ok_hi else uint32(0)
             a2 = w[j_lo, n_lo, kw + 4] if ok_lo else uint32(0)
             a3 = w[j_hi, n_hi, kw + 4] if ok_hi else uint32(0)
-            b0 = a[i_b, m_b, kw] if ok_b else uint32(0)
-            b1 = a[i_b, m_b, kw + 4] if ok_b else uint32(0)
-            c0, c1, c2, c3 = mma(a0, a1, a2, a3, b0, b1, c0, c1, c2, c3)
             if offsets:
                 s_lo = int32(s_lo + cuda.popc(a0) + cuda.popc(a2))
                 s_hi = int32(s_hi + cuda.popc(a1) + cuda.popc(a3))
-                r_b = int32(r_b + cuda.popc(b0) + cuda.popc(b1))
-        counts = cuda.shared.array((WARPS, 16, 8), int32)   # [row (n, j), column (m, i)]
-        s_part = cuda.shared.array((WARPS, 16, 4), int32)   # popc of weight plane rows, per t
-        r_part = cuda.shared.array((WARPS, 8, 4), int32)    # popc of activation plane rows
-        counts[warp, g, 2 * t] = c0
-        counts[warp, g, 2 * t + 1] = c1
-        counts[warp, g + 8, 2 * t] = c2
-        counts[warp, g + 8, 2 * t + 1] = c3
+            for q in range(mb):
+                m_b = m0 + q * MT + g // abits
+                ok_b = g < MT * abits and m_b < M
+                b0 = a[i_b, m_b, kw] if ok_b else uint32(0)
+                b1 = a[i_b, m_b, kw + 4] if ok_b else uint32(0)
+                c[q, 0], c[q, 1], c[q, 2], c[q, 3] = mma(a0, a1, a2, a3, b0, b1,
+                                                         c[q, 0], c[q, 1], c[q, 2], c[q, 3])
+                if offsets:
+                    r_b[q] = int32(r_b[q] + cuda.popc(b0) + cuda.popc(b1))
+        counts = cuda.shared.array((split, mb, 16, 8), int32)   # [.., row (n, j), column (m, i)]
+        s_part = cuda.shared.array((split, 16, 4), int32)       # popc of weight plane rows, per t
+        r_part = cuda.shared.array((split, mb, 8, 4), int32)    # popc of activation plane rows
+        for q in range(mb):
+            counts[warp, q, g, 2 * t] = c[q, 0]
+            counts[warp, q, g, 2 * t + 1] = c[q, 1]
+            counts[warp, q, g + 8, 2 * t] = c[q, 2]
+            counts[warp, q, g + 8, 2 * t + 1] = c[q, 3]
+            r_part[warp, q, g, t] = r_b[q]
         s_part[warp, g, t] = s_lo
         s_part[warp, g + 8, t] = s_hi
-        r_part[warp, g, t] = r_b
         cuda.syncthreads()
-        if lane < NT * MT:
-            nl, ml = lane // MT, lane % MT
-            n, m = n0 + nl, m0 + ml
+        if split > 1:                              # sum the K slices into slice 0
+            for e in range(tid, mb * 128, THREADS):
+                q, row, col = e // 128, (e // 8) % 16, e % 8
+                for sl in range(1, split):
+                    counts[0, q, row, col] += counts[sl, q, row, col]
+            for e in range(tid, 64, THREADS):
+                for sl in range(1, split):
+                    s_part[0, e // 4, e % 4] += s_part[sl, e // 4, e % 4]
+            for e in range(tid, mb * 32, THREADS):
+                q, row, col = e // 32, (e // 4) % 8, e % 4
+                for sl in range(1, split):
+                    r_part[0, q, row, col] += r_part[sl, q, row, col]
+            cuda.syncthreads()
+        for o in range(tid, mb * NT * MT, THREADS):
+            q, nl, ml = o // (NT * MT), (o // MT) % NT, o % MT
+            n, m = n0 + nl, m0 + q * MT + ml
             if n < N and m < M:
-                s = int32(0)
+                acc = int32(0)
                 for j in range(wbits):
                     for i in range(abits):
-                        s = int32(s + alpha(i) * beta(j) * counts[warp, nl * wbits + j, ml * abits + i])
-                s = int32(sign * s + k_const * K)
+                        acc = int32(acc + alpha(i) * beta(j) * counts[0, q, nl * wbits + j, ml * abits + i])
+                acc = int32(sign * acc + k_const * K)
                 if offsets:
                     for i in range(abits):      # c_w sum_i alpha_i R_i[m]
                         row = ml * abits + i
-                        r = r_part[warp, row, 0] + r_part[warp, row, 1] + r_part[warp, row, 2] + r_part[warp, row, 3]
-                        s = int32(s + c_w * alpha(i) * r)
+                        r = r_part[0, q, row, 0] + r_part[0, q, row, 1] + r_part[0, q, row, 2] + r_part[0, q, row, 3]
+                        acc = int32(acc + c_w * alpha(i) * r)
                     for j in range(wbits):      # c_a sum_j beta_j S_j[n]
                         row = nl * wbits + j
-                        r = s_part[warp, row, 0] + s_part[warp, row, 1] + s_part[warp, row, 2] + s_part[warp, row, 3]
-                        s = int32(s + c_a * beta(j) * r)
-                out[m, n] = s
+                        r = s_part[0, row, 0] + s_part[0, row, 1] + s_part[0, row, 2] + s_part[0, row, 3]
+                        acc = int32(acc + c_a * beta(j) * r)
+                out[m, n] = acc
 
     return bmma
 
@@ -353,11 +379,14 @@ _MAKERS = {"v1": _make_v1, "v2": _make_v2, "v3": _make_v3, "bmma": _make_bmma}
 
 
 @functools.lru_cache(maxsize=None)
-def kernel(version, a_fmt, abits, w_fmt, wbits):
-    """The kernel of `version` specialised to one format pair (cached; compiles on first launch)."""
+def kernel(version, a_fmt, abits, w_fmt, wbits, variant=()):
+    """The kernel of `version` specialised to one format pair (cached; compiles on first launch).
+
+    variant: v2 (KS, UNROLL), bmma (split, mb); () for the defaults.
+    """
     if version not in _MAKERS:
         raise ValueError(f"version must be one of {', '.join(VERSIONS)}, got {version!r}")
-    return _MAKERS[version](a_fmt, int(abits), w_fmt, int(wbits))
+    return _MAKERS[version](a_fmt, int(abits), w_fmt, int(wbits), *variant)
 
 
 def layout(planes, version):
@@ -371,21 +400,29 @@ def layout(planes, version):
     return np.ascontiguousarray(planes.transpose(0, 2, 1))      # (bits, KW, rows)
 
 
-def launch(version, out, a, w, K, a_fmt, abits, w_fmt, wbits, stream=0):
+def bmma_variant(M, abits):
+    """(split, mb) for M rows: split K over 8 warps when there is one m-tile, else block over m."""
+    return BMMA_GEMV if M <= 8 // abits else BMMA_GEMM
+
+
+def launch(version, out, a, w, K, a_fmt, abits, w_fmt, wbits, stream=0, variant=()):
     """Enqueue out (M, N) int32 = a @ w.T on `stream`; a, w device arrays in layout(., version)."""
-    k = kernel(version, a_fmt, abits, w_fmt, wbits)
     M, N = out.shape
+    if version == "bmma":
+        variant = variant or bmma_variant(M, abits)
+    k = kernel(version, a_fmt, abits, w_fmt, wbits, tuple(variant))
     if version == "v1":
         k[(-(-N // V1_THREADS), M), V1_THREADS, stream](out, a, w, K)
     elif version == "v2":
-        k[(-(-N // V2_BN), M), (V2_BN, V2_KS), stream](out, a, w, K)
+        ks = variant[0] if variant else V2_KS
+        k[(-(-N // V2_BN), M), (V2_BN, ks), stream](out, a, w, K)
     elif version == "v3":
         k[(-(-N // V3_TILE), -(-M // V3_TILE)), (V3_TILE // V3_T, V3_TILE // V3_T), stream](
             out, a, w, K)
     else:
+        split, mb = variant
         nt, mt = 16 // wbits, 8 // abits
-        grid = (-(-(-(-N // nt)) // BMMA_WARPS), -(-M // mt))
-        k[grid, (32, BMMA_WARPS), stream](out, a, w, K)
+        k[(-(-N // nt), -(-M // (mt * mb))), (32, split), stream](out, a, w, K)
 
 
 def check_int32_range(a_fmt, abits, w_fmt, wbits, K):

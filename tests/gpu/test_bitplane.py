@@ -7,9 +7,10 @@ before each launch (gpu.common.poisoned), so an output a kernel never wrote fail
 import numpy as np
 import pytest
 from hypothesis import Phase, given, settings, strategies as st
+from numba import cuda
 
 from gpu import bitplane as bp
-from gpu.common import SIMULATOR
+from gpu.common import SIMULATOR, poisoned
 from mmfree_ref.bitlinear import ternary_accumulate
 from mmfree_ref.bitplanes import matmul_planes, pack_planes
 from mmfree_ref.intformats import FORMATS, plane_weights, value_set
@@ -84,14 +85,22 @@ def test_bmma_tensor_core_equals_the_oracle(case):
     check_version("bmma", case)
 
 
-@pytest.mark.parametrize("version", ["v2", pytest.param("bmma", marks=gpu_only)])
-def test_edges_of_tiles_and_mma_steps(version):
-    # N and M just past a block / warp tile, K just past a 256-bit MMA step: the tails.
+@pytest.mark.parametrize("version,variant", [
+    ("v2", ()), ("v2", (4, 1)),
+    pytest.param("bmma", bp.BMMA_GEMV, marks=gpu_only),
+    pytest.param("bmma", bp.BMMA_GEMM, marks=gpu_only)])
+def test_edges_of_tiles_and_mma_steps(version, variant):
+    # N and M just past a block / warp tile, K just past a 256-bit MMA step: the tails; each
+    # variant (split-K, m-blocking) on the same problem.
     rng = np.random.default_rng(11)
-    M, N, K = (2, 33, 257) if SIMULATOR else (17, 16 * bp.BMMA_WARPS * 2 + 1, 2 * 256 + 1)
+    M, N, K = (2, 33, 257) if SIMULATOR else (17, 16 * 8 + 1, 2 * 256 + 1)
     a = rng.integers(-128, 128, (M, K)).astype(np.int32)
     t = rng.integers(-1, 2, (N, K)).astype(np.int32)
-    check_version(version, (a, "signed", 8, t, "ternary", 2))
+    a_d = cuda.to_device(bp.layout(pack_planes(a, "signed", 8), version))
+    w_d = cuda.to_device(bp.layout(pack_planes(t, "ternary", 2), version))
+    out = poisoned((M, N), np.int32)
+    bp.launch(version, out, a_d, w_d, K, "signed", 8, "ternary", 2, variant=variant)
+    assert np.array_equal(out.copy_to_host(), a.astype(np.int64) @ t.T)
 
 
 def test_the_bitlinear_integer_core_by_planes_on_the_gpu():
@@ -171,8 +180,6 @@ def test_gpu_only_versions_refuse_the_simulator():
 def test_bmma_fragment_layout_is_the_documented_one(op):
     # One mma.sync m16n8k256 with random bits, fragments loaded as gpu/bitplane.py documents;
     # D must be the popcount product of A (16 x 8 words) and B (8 columns x 8 words) plus C.
-    from numba import cuda, int32
-
     mma = bp.FOREIGN[op]
 
     @cuda.jit(link=bp.FOREIGN["link"])
