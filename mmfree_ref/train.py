@@ -35,7 +35,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm          # plain text bar: no widget dependency in notebooks
 
 from mmfree_ref import optim, schedule
 
