@@ -34,7 +34,7 @@ from mmfree_ref.quantize import ACT_FLOOR
 
 from .activations import sigmoid, silu
 from .common import SIMULATOR
-from .gemv import ADD, LUT, MAX_TOKENS, STORE, lane_sum, lanes_per_row
+from .gemv import ADD, LUT, MAX_TOKENS, ZERO, STORE, lane_sum, lanes_per_row
 from .intrinsics import dp4a, prmt
 from .quantize import act_words, block_max, block_sum, round_clip_int8
 
@@ -69,10 +69,10 @@ def dot_word_sh(w, act, p, b, k, acc):
         x = half & 0x33333333
         y = (half >> 2) & 0x33333333
         base = 8 * k + 4 * e
-        acc = dp4a(prmt(LUT, 0, x), act[p, b, base], acc)
-        acc = dp4a(prmt(LUT, 0, y), act[p, b, base + 1], acc)
-        acc = dp4a(prmt(LUT, 0, x >> 16), act[p, b, base + 2], acc)
-        acc = dp4a(prmt(LUT, 0, y >> 16), act[p, b, base + 3], acc)
+        acc = dp4a(prmt(LUT, ZERO, x), act[p, b, base], acc)
+        acc = dp4a(prmt(LUT, ZERO, y), act[p, b, base + 1], acc)
+        acc = dp4a(prmt(LUT, ZERO, x >> 16), act[p, b, base + 2], acc)
+        acc = dp4a(prmt(LUT, ZERO, y >> 16), act[p, b, base + 3], acc)
     return acc
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from numba import cuda
 
 from .common import SIMULATOR
-from .gemv import LUT
+from .gemv import LUT, ZERO
 from .intrinsics import dp4a, prmt
 
 T = 4 if SIMULATOR else 16     # threads per block side
@@ -51,8 +51,8 @@ def gemm_tiled_kernel(act, words, sx, sw, mode, out_f, out_i):
                 half = (w >> (32 * e)) & 0xFFFFFFFF
                 x = half & 0x33333333
                 y = (half >> 2) & 0x33333333
-                v0, v1 = prmt(LUT, 0, x), prmt(LUT, 0, y)
-                v2, v3 = prmt(LUT, 0, x >> 16), prmt(LUT, 0, y >> 16)
+                v0, v1 = prmt(LUT, ZERO, x), prmt(LUT, ZERO, y)
+                v2, v3 = prmt(LUT, ZERO, x >> 16), prmt(LUT, ZERO, y >> 16)
                 for i in range(2):
                     r = 2 * ty + i
                     a = acc[i, j]

@@ -15,7 +15,7 @@ Versions (the benchmark prints them side by side; the tests check both):
                   the low bits of nibbles; one byte-permute `prmt(0x00FF0100, 0, nibbles)` turns
                   four codes into four int8 weights (00 -> 0, 01 -> +1, 10 -> -1: the table's
                   bytes 0, 1, 2), and one dp4a multiplies them with four activations:
-                      acc = dp4a(prmt(LUT, 0, sel_s), A[4h + s], acc),  s = 0..3
+                      acc = dp4a(prmt(LUT, ZERO, sel_s), A[4h + s], acc),  s = 0..3
                   4 logic ops + 4 prmt + 4 dp4a per 16 weights. (v0, measured once and replaced:
                   byte masks and two dp4a per 4 weights, c - 3m; about half as fast.)
 Segments: the model stacks projections that read different activations (i, f, g of the MLGRU)
@@ -32,7 +32,8 @@ from .intrinsics import dp4a, prmt
 STORE, ADD, ACC = 0, 1, 2
 TPB = 32 if SIMULATOR else 256      # threads per block
 MAX_TOKENS = 8
-LUT = 0x00FF0100                    # bytes: code 00 -> 0, 01 -> +1, 10 -> -1 (0xFF), 11 -> 0
+LUT = np.int32(0x00FF0100)          # bytes: code 00 -> 0, 01 -> +1, 10 -> -1 (0xFF), 11 -> 0
+ZERO = np.int32(0)
 
 
 @cuda.jit
@@ -67,10 +68,10 @@ def dot_word(w, act, p, b, k, acc):
         x = half & 0x33333333
         y = (half >> 2) & 0x33333333
         base = 8 * k + 4 * e
-        acc = dp4a(prmt(LUT, 0, x), act[p, b, base], acc)
-        acc = dp4a(prmt(LUT, 0, y), act[p, b, base + 1], acc)
-        acc = dp4a(prmt(LUT, 0, x >> 16), act[p, b, base + 2], acc)
-        acc = dp4a(prmt(LUT, 0, y >> 16), act[p, b, base + 3], acc)
+        acc = dp4a(prmt(LUT, ZERO, x), act[p, b, base], acc)
+        acc = dp4a(prmt(LUT, ZERO, y), act[p, b, base + 1], acc)
+        acc = dp4a(prmt(LUT, ZERO, x >> 16), act[p, b, base + 2], acc)
+        acc = dp4a(prmt(LUT, ZERO, y >> 16), act[p, b, base + 3], acc)
     return acc
 
 

@@ -166,6 +166,17 @@ class GPUDecoder:
                 raise ValueError(f"packed weight ({lin.packed.d_out}, {lin.packed.d_in}) holds "
                                  f"{n_bad} invalid 2-bit fields")
 
+    def device_bytes(self):
+        """Bytes of every device array the decoder holds (weights, embeddings, norms, buffers)."""
+        arrays = [self.emb, self.norms] + list(self.state)
+        for layer in self.layers:
+            arrays += [layer[k] for k in ("attn_norm", "mlp_norm", "g_norm", "lb")]
+        for lin in self.linears():
+            arrays += [lin.sw, lin.post_w]
+        if self._batch is not None:
+            arrays += [self.ids, self.res, self.ifg, self.gu, self.h_next, self.logits]
+        return self.weight_bytes() + sum(a.nbytes for a in arrays)
+
     def kernels_per_step(self):
         return 4 * self.config.num_hidden_layers + 2
 
