@@ -1,6 +1,7 @@
 """Benchmark of the bit-plane products (gpu/bitplane.py) beside int8 and torch fp16 (cuBLAS).
 
-    python -m gpu.bench_bitplane [OUT_DIR]        (a real GPU; gpu/bench.py calls main(out_dir))
+    python -m gpu.bench_bitplane [OUT_DIR [HEATMAP ...]]   (a real GPU; gpu/bench.py calls
+                                                          main(out_dir))
 
 As llm.c's dev/cuda mains: every version is first validated against the oracle (exact integer
 equality; fp16 within its rounding) and only then timed with gpu.common.time_launches; a version
@@ -13,7 +14,7 @@ Sections
    d = 5120, GLU width 13824): decode M = 1 for (N, K) = (d, d) and (13824, d), versions v2 and
    bmma; prefill M = 512 for (d, d), versions v3 and bmma. Baselines at the same shapes: int8 x
    int8 (int8_v2 / int8_v3 by byte arithmetic, and with dp4a) and torch fp16 a @ w.T (cuBLAS).
-2. The heat map: time over wbits x abits in 1..8 (signed x signed) for decode v2 at
+2. The heat maps: time over wbits x abits in 1..8 (signed x signed) for decode v2 and bmma at
    (13824, d), and for prefill bmma at (512, d, d) over bits {1, 2, 4, 8}.
 0. Calibration first: the harness's floor (an empty kernel timed the same way), the measured
    copy bandwidth, and a small sweep of v2's (KS, UNROLL) for W2A8 decode at (13824, d).
@@ -263,12 +264,19 @@ def config_section(rng, log):
     return rows
 
 
-def heatmap_section(rng, log):
+def heatmaps():
+    """key: ((M, N, K), version, bits) of each heat map."""
     decode, prefill = shapes()
+    return {"gemv_v2": (decode[1], "v2", list(range(1, 9))),
+            "gemv_bmma": (decode[1], "bmma", list(range(1, 9))),
+            "gemm_bmma": (prefill[0], "bmma", list(HEAT_BITS_GEMM))}
+
+
+def heatmap_section(rng, log, keys=None):
     maps = {}
-    for key, (M, N, K), version, bits in (("gemv_v2", decode[1], "v2", range(1, 9)),
-                                           ("gemm_bmma", prefill[0], "bmma", HEAT_BITS_GEMM)):
-        bits = list(bits)
+    for key, ((M, N, K), version, bits) in heatmaps().items():
+        if keys is not None and key not in keys:
+            continue
         ms = [[None] * len(bits) for _ in bits]     # [wbits index][abits index]
         a_bank, w_bank = PlaneBank(rng, M, K), PlaneBank(rng, N, K)
         for wi, wbits in enumerate(bits):
@@ -284,13 +292,21 @@ def heatmap_section(rng, log):
     return maps
 
 
+def attach_baselines(maps, rows):
+    """Add the int8-dp4a and fp16 times of each heat map's shape (from the config section)."""
+    for m in maps.values():
+        for r in rows:
+            if r["shape"] == m["shape"] and r.get("median_ms") and r["config"] in ("int8", "fp16"):
+                m.setdefault("baselines_ms", {})[r["version"]] = r["median_ms"]
+
+
 def plot_heatmap(maps, png_path, title=""):
     """Write the wbits x abits heat maps (time in microseconds) as a PNG."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(maps), figsize=(6 * len(maps), 5))
+    fig, axes = plt.subplots(1, len(maps), figsize=(6 * len(maps), 5.6), layout="constrained")
     for ax, (key, m) in zip(np.atleast_1d(axes), maps.items()):
         us = np.array([[np.nan if v is None else 1e3 * v for v in row] for row in m["median_ms"]])
         im = ax.imshow(us, origin="lower", cmap="viridis")
@@ -299,13 +315,17 @@ def plot_heatmap(maps, png_path, title=""):
         ax.set_xlabel("activation bits (abits)")
         ax.set_ylabel("weight bits (wbits)")
         M, N, K = m["shape"]
-        ax.set_title(f"{m['version']}: M={M}, N={N}, K={K} (us)")
+        base = m.get("baselines_ms", {})
+        ref = ", ".join(f"{nm} {1e3 * base[v]:.0f}" for nm, v in
+                        (("int8 dp4a", "int8_v2_dp4a"), ("int8 dp4a", "int8_v3_dp4a"),
+                         ("fp16 cuBLAS", "torch")) if v in base)
+        ax.set_title(f"{m['version']}: M={M}, N={N}, K={K}, time (us)" + (f"\n[{ref} us]" if ref else ""),
+                     fontsize=10)
         for (y, x), v in np.ndenumerate(us):
             ax.text(x, y, "failed" if np.isnan(v) else f"{v:.0f}", ha="center", va="center",
                     color="black" if np.isnan(v) else "white", fontsize=7)
         fig.colorbar(im, ax=ax)
     fig.suptitle(title)
-    fig.tight_layout()
     fig.savefig(png_path, dpi=120)
     plt.close(fig)
 
@@ -341,8 +361,12 @@ def _us(base, *names):
     return "-"
 
 
-def main(out_dir="."):
-    """Run every section on the GPU, write the JSON and PNG into out_dir, print the table."""
+def main(out_dir=".", heat_only=None):
+    """Run every section on the GPU, write the JSON and PNG into out_dir, print the table.
+
+    heat_only: a list of heat-map keys (see heatmaps()) to run only those, into
+    bitplane_heatmap_only.json.
+    """
     if SIMULATOR:
         raise RuntimeError("gpu.bench_bitplane needs a real GPU (timings under the simulator mean nothing)")
     out_dir = Path(out_dir)
@@ -356,11 +380,16 @@ def main(out_dir="."):
     def log(r):
         print(json.dumps(r), flush=True)
 
+    if heat_only:
+        results["heatmap"] = heatmap_section(rng, log, heat_only)
+        (out_dir / "bitplane_heatmap_only.json").write_text(json.dumps(results, indent=1))
+        return results
     results["calibration"] = calibration_section(rng, log)
     path.write_text(json.dumps(results, indent=1))
     results["configs"] = config_section(rng, log)
     path.write_text(json.dumps(results, indent=1))
     results["heatmap"] = heatmap_section(rng, log)
+    attach_baselines(results["heatmap"], results["configs"])
     path.write_text(json.dumps(results, indent=1))
     heat = {"device": results["device"], "date": results["date"], **results["heatmap"]}
     (out_dir / "bitplane_heatmap.json").write_text(json.dumps(heat, indent=1))
@@ -372,4 +401,4 @@ def main(out_dir="."):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else ".")
+    main(sys.argv[1] if len(sys.argv) > 1 else ".", sys.argv[2:] or None)
