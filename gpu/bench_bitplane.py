@@ -20,6 +20,26 @@ Sections
    copy bandwidth, and a small sweep of v2's (KS, UNROLL) for W2A8 decode at (13824, d).
 Outputs in OUT_DIR: bitplane_bench.json (everything), bitplane_heatmap.json, bitplane_heatmap.png.
 
+Findings (NVIDIA H100 80GB HBM3, 2026-11-23; docs/bitplane_heatmap.json has every number; copy
+2.97 TB/s; an empty kernel times 3.9 us in this harness):
+- Decode, M = 1, (N, K) = (13824, 5120): fp16 cuBLAS 52.2 us (2.7 TB/s of weights), int8 x int8
+  with dp4a 46.8 us (1.5 TB/s). The tensor-core bit-plane kernel (bmma) takes 14.2 us at W1A8
+  (3.3x faster than int8-dp4a, 3.7x than fp16), 20.2 us W2A8 (2.3x, 2.6x), 28.4 us W3A8, 33.6 us
+  W4A8 (1.4x), 34.0 us W4A4, and loses at W8A8 (61.5 us, 0.76x). Its time does not depend on
+  abits (up to 8 activation planes of one token fill the MMA's 8 columns for free) and steps
+  with the MMAs per weight row (16 // wbits rows per MMA: wbits 6, 7, 8 cost the same). The
+  CUDA-core version (v2) grows with abits x wbits popcounts (POPC issues at a quarter of the
+  integer add rate): 10.8 us at W1A1 to 99.4 us at W8A8; W1A8 29.0 us, W2A8 31.1 us (1.5x over
+  int8-dp4a), W4A8 44.8 us (even), W8A8 0.47x. Neither is at the memory roof (W1A8 moves 8.9 MB
+  in 14.2 us, 0.63 TB/s): the bit-plane decode wins by moving wbits/8 of int8's bytes, as long
+  as the plane pairs (bmma: wbits; v2: abits x wbits) stay few.
+- Prefill, M = 512, (5120, 5120): fp16 cuBLAS 40.9 us (656 TFLOP/s); int8-dp4a (CUDA cores)
+  882 us; bmma W1A8 364 us (2.4x over int8-dp4a, 9x slower than fp16), W2A8 714 us, W8A8 2877 us;
+  v3 (CUDA cores) 1287 us at W1A8 to 7345 us at W8A8. bmma W1A1 runs 409,600 m16n8k256 MMAs in
+  63 us, 2.1e14 1-bit multiply-adds per second: fewer than cuBLAS's fp16 multiply-adds (3.3e14),
+  so every extra plane pair costs a full fp16 GEMM's worth. This kernel reads its fragments from
+  L2 (no shared-memory tiling), so that rate is a lower bound for the hardware, not a ceiling.
+
 The random planes are drawn directly as uint32 words (every bit pattern is a valid code, except
 ternary's 11, which is cleared); the reference decodes them with the oracle's plane weights
 (mmfree_ref.intformats.plane_weights) and multiplies in float64, exact while |sum| < 2^53.
@@ -306,7 +326,7 @@ def plot_heatmap(maps, png_path, title=""):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(maps), figsize=(6 * len(maps), 5.6), layout="constrained")
+    fig, axes = plt.subplots(1, len(maps), figsize=(6 * len(maps), 6.2), layout="constrained")
     for ax, (key, m) in zip(np.atleast_1d(axes), maps.items()):
         us = np.array([[np.nan if v is None else 1e3 * v for v in row] for row in m["median_ms"]])
         im = ax.imshow(us, origin="lower", cmap="viridis")
@@ -326,7 +346,7 @@ def plot_heatmap(maps, png_path, title=""):
                     color="black" if np.isnan(v) else "white", fontsize=7)
         fig.colorbar(im, ax=ax)
     fig.suptitle(title)
-    fig.savefig(png_path, dpi=120)
+    fig.savefig(png_path, dpi=120, bbox_inches="tight", pad_inches=0.2)
     plt.close(fig)
 
 
