@@ -149,7 +149,8 @@ else:
     ax.set_title("GEMV roofline (no measurement available)")
 for ai, label in ((1.0, "fp16 GEMV: 1 op/byte"), (4.0, "2-bit ternary GEMV: 4 adds/byte")):
     ax.axvline(ai, color="0.7", lw=0.8)
-    ax.text(ai * 1.08, ax.get_ylim()[0] * 3, label, rotation=90, fontsize=8)
+    ax.text(ai * 0.92, ax.get_ylim()[1] / 2, label, rotation=90, fontsize=8, ha="right",
+            va="top")
 ax.set(xlabel="arithmetic intensity (operations per byte of weights)",
        ylabel="operations per second")
 ax.legend(fontsize=8, loc="upper left")

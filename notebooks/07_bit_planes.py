@@ -138,7 +138,8 @@ bits = np.arange(1, 9)
 pairs = bits[:, None] * bits[None, :]                     # [wbits, abits]
 DOCS = next(p / "docs" for p in [Path.cwd(), *Path.cwd().parents] if (p / "docs").is_dir())
 recorded = DOCS / "bitplane_heatmap.json"
-heat = json.loads(recorded.read_text())["gemv_v2"] if recorded.is_file() else None
+meta = json.loads(recorded.read_text()) if recorded.is_file() else {}
+heat = meta.get("heatmap", {}).get("gemv_v2")             # decode: one token, signed x signed
 
 fig, axes = plt.subplots(1, 2 if heat else 1, figsize=(11 if heat else 5.5, 4.4), squeeze=False)
 axes[0, 0].imshow(pairs, origin="lower", extent=(0.5, 8.5, 0.5, 8.5), cmap="viridis")
@@ -147,7 +148,6 @@ for (i, j), n in np.ndenumerate(pairs):
 axes[0, 0].set(xlabel="activation bits", ylabel="weight bits",
                title="plane pairs (popcounts) per output word")
 if heat:
-    meta = json.loads(recorded.read_text())
     us = np.array([[np.nan if v is None else 1e3 * v for v in row] for row in heat["median_ms"]])
     hb = heat["bits"]
     axes[0, 1].imshow(us, origin="lower", cmap="viridis",
