@@ -10,6 +10,7 @@ all passed), and returns True when every case passed:
 The student versions of the notebooks are generated from the lecturer's solutions by
 `python -m mmfree_ref.exercises.make_student` (see make_student.py).
 """
+from . import _grading  # noqa: F401  (first: it says clearly when hypothesis is missing)
 from .bitlinear import check_bitlinear_backward, check_ternary_accumulate
 from .mlgru import check_mlgru_scan_parallel, check_mlgru_step
 from .packing import check_pack_ternary

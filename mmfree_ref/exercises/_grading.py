@@ -13,9 +13,15 @@ student's folder).
 """
 from dataclasses import dataclass, field
 
+import importlib.util
+
 import numpy as np
-from hypothesis import HealthCheck, Phase, find, settings
-from hypothesis.errors import NoSuchExample
+
+if importlib.util.find_spec("hypothesis") is None:
+    raise ImportError("the exercise graders draw their cases with hypothesis, which is not "
+                      "installed: python -m pip install hypothesis (or the package's test extra)")
+from hypothesis import HealthCheck, Phase, find, settings  # noqa: E402
+from hypothesis.errors import NoSuchExample  # noqa: E402
 
 MAX_EXAMPLES = 60
 STUB = ("your function raises NotImplementedError: it is still the stub. Replace the "
