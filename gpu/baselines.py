@@ -4,6 +4,8 @@
 - `HGRNFp16`: the same architecture as the MatMul-free LM (MLGRU + GLU, the same norms) with
   dense fp16 weights: what the reference implementation costs when its ternary weights are kept
   in floating point.
+- `HGRNFp16.weight_stream`: only the matrix-vector products of that model (no norms, no
+  gates): the floor of any fp16 implementation of these shapes, as shared/device.md measured.
 - `LlamaFp16`: a Transformer++ (Llama-style) decode step with a KV cache of `context` tokens:
   RMSNorm, fused QKV projection, scaled-dot-product attention over the cache, output projection,
   SwiGLU MLP with the same intermediate width. Rotary embeddings are left out (element-wise on
@@ -57,6 +59,20 @@ class HGRNFp16:
         return F.linear(_rms(torch, x, self.norm, eps), self.head)
 
 
+    def weight_stream(self):
+        """Only the GEMVs of a step, each on the previous output's first elements: the fp16
+        weight-streaming floor (norms and gates left out)."""
+        torch = self.torch
+        x = self.emb[self.ids][0]
+        for p in self.layers:
+            d = x.shape[0]
+            y = torch.mv(p["ifg"], x)
+            x = x + torch.mv(p["o"], y[:d])
+            g = torch.mv(p["gate"], x)
+            x = x + torch.mv(p["down"], g[:p["down"].shape[1]])
+        return torch.mv(self.head, x)
+
+
 class LlamaFp16:
     """Llama-style fp16 decode step with a KV cache holding `context` positions (random)."""
 
@@ -94,18 +110,19 @@ class LlamaFp16:
         return F.linear(_rms(torch, x, self.norm, eps), self.head)
 
 
-def capture(model):
-    """A torch CUDA graph of model.step() (after a warm-up on a side stream)."""
+def capture(model, fn=None):
+    """A torch CUDA graph of fn() (default model.step), after a warm-up on a side stream."""
     torch = model.torch
+    fn = fn or model.step
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):
         for _ in range(2):
-            model.step()
+            fn()
     torch.cuda.current_stream().wait_stream(s)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        model.out = model.step()
+        model.out = fn()
     torch.cuda.synchronize()
     return graph
 

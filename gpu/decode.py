@@ -2,12 +2,15 @@
 sequence, batch 1..8) with four kernels per layer.
 
 Each BitLinear is one "stage" kernel that does, per block:
-  1. prefetch its first two packed weight words (their DRAM latency overlaps step 2);
+  1. prefetch its first four packed weight words per lane (their DRAM latency overlaps step 2);
   2. prologue: recompute, from the float input vector, everything between the previous
      projection and this one (norms, gates, recurrence) and its int8 absmax quantization, into
      shared memory as activation words (gpu/quantize.py layout). Every block computes the same
-     values in the same order (no atomics), so all blocks agree bit for bit;
-  3. the packed GEMV (gpu/gemv.py: byte-permute decode + dp4a), two weight words in flight;
+     values in the same order (no atomics), so all blocks agree bit for bit. Arithmetic is
+     float32 (expf), the vector v is kept in shared memory when it fits, and each thread
+     writes whole activation words. (v1 of this file computed the activations' exp in float64
+     and recomputed v in every pass: ~15 us of prologue per kernel, 18 ms per 13B step.)
+  3. the packed GEMV (gpu/gemv.py: byte-permute decode + dp4a, software-pipelined loads);
   4. epilogue: y = acc / (scale_x * scale_w), stored (STORE) or added to the residual (ADD).
 Prologue modes (the oracle's code they reproduce, mmfree_ref/model.py, mlgru.py, glu.py):
   NORM2   v = rmsnorm(x, pre_w, pre_eps)                 attn_norm / mlp_norm / model.norm
@@ -32,10 +35,8 @@ from numba import cuda
 from mmfree_ref.bitlinear import BITLINEAR_EPS
 from mmfree_ref.quantize import ACT_FLOOR
 
-from .activations import sigmoid, silu
 from .common import SIMULATOR
-from .gemv import ADD, LUT, MAX_TOKENS, ZERO, STORE, lane_sum, lanes_per_row
-from .intrinsics import dp4a, prmt
+from .gemv import ADD, MAX_TOKENS, STORE, lane_sum, lanes_per_row, load4, stream_row
 from .quantize import act_words, block_max, block_sum, round_clip_int8
 
 NORM2, MLGRU, GLU = 0, 1, 2
@@ -43,52 +44,60 @@ TPB = 32 if SIMULATOR else 256
 SHARED_BYTES = 48 * 1024         # static shared memory per block without an opt-in
 F32 = np.float32
 EPS_BL, FLOOR, C127 = F32(BITLINEAR_EPS), F32(ACT_FLOOR), F32(127)
+ONE, ZERO_F = F32(1), F32(0)
+
+
+@cuda.jit(device=True)
+def sigmoid32(x):
+    """mmfree_ref.activations.sigmoid in float32 (the stable two-branch form)."""
+    e = math.exp(-abs(x))
+    return ONE / (ONE + e) if x >= ZERO_F else e / (ONE + e)
+
+
+@cuda.jit(device=True)
+def silu32(x):
+    return x * sigmoid32(x)
 
 
 @cuda.jit(device=True)
 def value(mode, x, b, j, d, rstd1, pre_w, state, lb, has_lb, h_next, write_h):
-    """v_j of the prologue (module docstring); MLGRU writes h_j to h_next when write_h."""
+    """v_j of the prologue (module docstring), float32; MLGRU writes h_j to h_next if write_h."""
     if mode == NORM2:
         return (x[b, j] * rstd1) * pre_w[j]
     if mode == GLU:
-        return silu(x[b, j]) * x[b, d + j]
-    f = sigmoid(x[b, d + j])
+        return silu32(x[b, j]) * x[b, d + j]
+    f = sigmoid32(x[b, d + j])
     if has_lb:
-        f = lb[j] + (F32(1) - lb[j]) * f
-    h = f * state[b, j] + silu(x[b, j]) * (F32(1) - f)
+        f = lb[j] + (ONE - lb[j]) * f
+    h = f * state[b, j] + silu32(x[b, j]) * (ONE - f)
     if write_h:
         h_next[b, j] = h
-    return ((x[b, 2 * d + j] * rstd1) * pre_w[j]) * silu(h)
-
-
-@cuda.jit(device=True)
-def dot_word_sh(w, act, p, b, k, acc):
-    """gpu/gemv.dot_word on shared-memory activation words act[p, b, :]."""
-    for e in range(2):
-        half = (w >> (32 * e)) & 0xFFFFFFFF
-        x = half & 0x33333333
-        y = (half >> 2) & 0x33333333
-        base = 8 * k + 4 * e
-        acc = dp4a(prmt(LUT, ZERO, x), act[p, b, base], acc)
-        acc = dp4a(prmt(LUT, ZERO, y), act[p, b, base + 1], acc)
-        acc = dp4a(prmt(LUT, ZERO, x >> 16), act[p, b, base + 2], acc)
-        acc = dp4a(prmt(LUT, ZERO, y >> 16), act[p, b, base + 3], acc)
-    return acc
+    return ((x[b, 2 * d + j] * rstd1) * pre_w[j]) * silu32(h)
 
 
 def make_stage(n_tok, lpr, n_sets, d_in, mode):
     """A stage kernel for n_tok tokens, lpr lanes per row, n_sets activation sets of d_in."""
     n_words = act_words(d_in)
-    if n_sets * n_tok * n_words * 4 > SHARED_BYTES - 8 * 1024:
+    act_bytes = n_sets * n_tok * n_words * 4
+    if act_bytes > SHARED_BYTES - 12 * 1024:
         raise ValueError(f"{n_tok} tokens x {n_sets} sets x d_in {d_in} do not fit the shared "
                          f"activation buffer; decode fewer tokens at once")
+    # v (the prologue's vector) is kept in shared memory when it fits, else recomputed per pass
+    cached = act_bytes + 4 * d_in <= SHARED_BYTES - 10 * 1024
+    cache_len = d_in if cached else 1
     rows_per_block = TPB // lpr
-    n_groups = n_words // 4
+
+    @cuda.jit(device=True)
+    def v_at(vc, x, b, j, rstd1, pre_w, state, lb, has_lb, h_next):
+        if cached:
+            return vc[j]
+        return value(mode, x, b, j, d_in, rstd1, pre_w, state, lb, has_lb, h_next, False)
 
     @cuda.jit
     def stage(words, sw, seg_rows, x, pre_w, pre_eps, post_w, state, lb, has_lb, h_next,
               copy_src, copy_dst, do_copy, out_mode, out):
         act = cuda.shared.array((n_sets, n_tok, n_words), np.int32)
+        vc = cuda.shared.array(cache_len, np.float32)
         sx = cuda.shared.array((n_sets, n_tok), np.float32)
         red = cuda.shared.array(TPB, np.float32)
         sh_acc = cuda.shared.array((MAX_TOKENS, TPB), np.int32)
@@ -98,66 +107,57 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode):
         n_rows, n64 = words.shape[0], words.shape[1]
         valid = row < n_rows
         p = min(row, n_rows - 1) // seg_rows
-        # 1. prefetch
-        zero = words[0, 0] * 0
-        w0 = words[row, lane] if valid and lane < n64 else zero
-        w1 = words[row, lane + lpr] if valid and lane + lpr < n64 else zero
+        # 1. prefetch this lane's first four weight words (their latency overlaps the prologue)
+        w0, w1, w2, w3 = load4(words, min(row, n_rows - 1), lane, lpr, n64)
         if do_copy and cuda.blockIdx.x == 0:
             for k in range(tid, copy_src.size, TPB):
                 b, j = k // copy_src.shape[1], k % copy_src.shape[1]
                 copy_dst[b, j] = copy_src[b, j]
-        # 2. prologue, token by token
+        # 2. prologue, token by token (float32, the oracle's order of operations)
         write_h = mode == MLGRU and cuda.blockIdx.x == 0
         for b in range(n_tok):
-            rstd1 = F32(0)
+            cuda.syncthreads()                  # the previous token's readers of vc are done
+            rstd1 = ZERO_F
             if mode != GLU:
-                ss = F32(0)
+                ss = ZERO_F
                 off = 2 * d_in if mode == MLGRU else 0
                 for j in range(tid, d_in, TPB):
                     ss += x[b, off + j] * x[b, off + j]
-                rstd1 = F32(1) / math.sqrt(block_sum(red, ss) / F32(d_in) + pre_eps)
-            ss = F32(0)
+                rstd1 = F32(ONE / math.sqrt(block_sum(red, ss) / F32(d_in) + pre_eps))
+            ss = ZERO_F
             for j in range(tid, d_in, TPB):
                 v = value(mode, x, b, j, d_in, rstd1, pre_w, state, lb, has_lb, h_next, write_h)
+                if cached:
+                    vc[j] = v
                 ss += v * v
-            rstd2 = F32(1) / math.sqrt(block_sum(red, ss) / F32(d_in) + EPS_BL)
+            rstd2 = F32(ONE / math.sqrt(block_sum(red, ss) / F32(d_in) + EPS_BL))
             for s in range(n_sets):
-                m = F32(0)
+                m = ZERO_F
                 for j in range(tid, d_in, TPB):
-                    v = value(mode, x, b, j, d_in, rstd1, pre_w, state, lb, has_lb, h_next, False)
+                    v = v_at(vc, x, b, j, rstd1, pre_w, state, lb, has_lb, h_next)
                     m = max(m, abs((v * rstd2) * post_w[s, j]))
-                sc = C127 / max(block_max(red, m), FLOOR)
+                sc = F32(C127 / max(block_max(red, m), FLOOR))
                 if tid == 0:
                     sx[s, b] = sc
-                for g in range(tid, n_groups, TPB):
-                    for e in range(4):
-                        word = 0
-                        for i in range(4):
-                            j = 16 * g + 8 * (e // 2) + 2 * i + e % 2
-                            if j < d_in:
-                                v = value(mode, x, b, j, d_in, rstd1, pre_w, state, lb, has_lb,
-                                          h_next, False)
-                                qi = round_clip_int8(((v * rstd2) * post_w[s, j]) * sc)
-                                word |= (qi & 0xFF) << (8 * i)
-                        if word >= 2**31:
-                            word -= 2**32
-                        act[s, b, 4 * g + e] = word
+                for widx in range(tid, n_words, TPB):      # one activation word per step
+                    g, e = widx // 4, widx % 4
+                    word = 0
+                    for i in range(4):
+                        j = 16 * g + 8 * (e // 2) + 2 * i + e % 2
+                        if j < d_in:
+                            v = v_at(vc, x, b, j, rstd1, pre_w, state, lb, has_lb, h_next)
+                            qi = round_clip_int8(((v * rstd2) * post_w[s, j]) * sc)
+                            word |= (qi & 0xFF) << (8 * i)
+                    if word >= 2**31:
+                        word -= 2**32
+                    act[s, b, widx] = word
         cuda.syncthreads()
-        # 3. GEMV, two words in flight
+        # 3. GEMV (gpu/gemv.py's pipelined stream over the row)
         acc = cuda.local.array(MAX_TOKENS, np.int32)
         for b in range(n_tok):
             acc[b] = 0
         if valid:
-            k = lane
-            while k < n64:
-                kn = k + 2 * lpr
-                nw0 = words[row, kn] if kn < n64 else zero
-                nw1 = words[row, kn + lpr] if kn + lpr < n64 else zero
-                for b in range(n_tok):
-                    acc[b] = dot_word_sh(w0, act, p, b, k, acc[b])
-                    if k + lpr < n64:
-                        acc[b] = dot_word_sh(w1, act, p, b, k + lpr, acc[b])
-                w0, w1, k = nw0, nw1, kn
+            stream_row(words, act, row, p, lane, lpr, n_tok, acc, w0, w1, w2, w3)
         # 4. epilogue
         for b in range(n_tok):
             total = lane_sum(acc[b], sh_acc, b, lpr)

@@ -9,15 +9,19 @@ Versions (the benchmark prints them side by side; the tests check both):
   2. gemv_packed  2-bit weights in the GEMV layout of gpu/packing.py (uint64 word k of a row holds
                   weights 32k..32k+31, weight j at bits 2*(j % 32)) and the permuted int32
                   activation words of gpu/quantize.py. LPR lanes share a row; each lane streams
-                  words k, k + LPR, ... two at a time (two loads in flight). Per 16-weight half h:
+                  words k, k + LPR, ... four at a time, software-pipelined (eight 8-byte loads
+                  in flight per thread; v1 of this kernel kept two and reached ~45% of the copy
+                  bandwidth, gpu/results). Per 16-weight half h:
                       x = half & 0x33333333, y = (half >> 2) & 0x33333333
                   put the codes of weights (0,2,4,6 | 8,10,12,14) and (1,3,5,7 | 9,11,13,15) in
                   the low bits of nibbles; one byte-permute `prmt(0x00FF0100, 0, nibbles)` turns
                   four codes into four int8 weights (00 -> 0, 01 -> +1, 10 -> -1: the table's
                   bytes 0, 1, 2), and one dp4a multiplies them with four activations:
-                      acc = dp4a(prmt(LUT, ZERO, sel_s), A[4h + s], acc),  s = 0..3
-                  4 logic ops + 4 prmt + 4 dp4a per 16 weights. (v0, measured once and replaced:
-                  byte masks and two dp4a per 4 weights, c - 3m; about half as fast.)
+                      acc = dp4a(prmt(LUT, 0, sel_s), A[4h + s], acc),  s = 0..3
+                  4 logic ops + 4 prmt per 16 weights, shared by all tokens, + 4 dp4a per token.
+                  (v0, measured once and replaced: byte masks and two dp4a per 4 weights,
+                  value = c - 3m; on the H100 it ran at the same speed as the byte-permute
+                  version with two loads in flight: the loads, not the ALU, were the limit.)
 Segments: the model stacks projections that read different activations (i, f, g of the MLGRU)
 into one launch: row r uses activation set p = r // seg_rows, scales sx[p, b] and sw[p].
 Epilogue modes: STORE (out = y), ADD (out += y, the residual connection), ACC (out_i = acc).
@@ -60,19 +64,52 @@ def gemv_naive_kernel(t, q, acc):
 
 
 @cuda.jit(device=True)
-def dot_word(w, act, p, b, k, acc):
-    """acc + the dot product of packed word w (32 weights, word k of its row) with token b's
-    activation words act[p, b, 8k .. 8k+7]."""
+def dot_word(w, act, p, k, n_tok, acc):
+    """acc[b] += dot(packed word w (32 weights, word k of its row), act[p, b, 8k .. 8k+7]) for
+    every token b: the four byte-permutes per half-word are done once and reused by all tokens."""
     for e in range(2):
         half = (w >> (32 * e)) & 0xFFFFFFFF
         x = half & 0x33333333
         y = (half >> 2) & 0x33333333
+        v0, v1 = prmt(LUT, ZERO, x), prmt(LUT, ZERO, y)
+        v2, v3 = prmt(LUT, ZERO, x >> 16), prmt(LUT, ZERO, y >> 16)
         base = 8 * k + 4 * e
-        acc = dp4a(prmt(LUT, ZERO, x), act[p, b, base], acc)
-        acc = dp4a(prmt(LUT, ZERO, y), act[p, b, base + 1], acc)
-        acc = dp4a(prmt(LUT, ZERO, x >> 16), act[p, b, base + 2], acc)
-        acc = dp4a(prmt(LUT, ZERO, y >> 16), act[p, b, base + 3], acc)
-    return acc
+        for b in range(n_tok):
+            a = dp4a(v0, act[p, b, base], acc[b])
+            a = dp4a(v1, act[p, b, base + 1], a)
+            a = dp4a(v2, act[p, b, base + 2], a)
+            acc[b] = dp4a(v3, act[p, b, base + 3], a)
+
+
+@cuda.jit(device=True)
+def load4(words, row, k, lpr, n):
+    """Words k, k + lpr, k + 2 lpr, k + 3 lpr of a row (0 past the end): four loads in flight."""
+    z = words[row, 0] * 0
+    return (words[row, k] if k < n else z, words[row, k + lpr] if k + lpr < n else z,
+            words[row, k + 2 * lpr] if k + 2 * lpr < n else z,
+            words[row, k + 3 * lpr] if k + 3 * lpr < n else z)
+
+
+@cuda.jit(device=True)
+def stream_row(words, act, row, p, lane, lpr, n_tok, acc, w0, w1, w2, w3):
+    """acc[b] += this lane's share of dot(row, act[p, b]), given the lane's first four words.
+
+    Software pipelined: the next four words are requested before the current four are used, so
+    eight 8-byte loads per thread are in flight (DRAM latency x bandwidth needs ~16 KB per SM)."""
+    n = words.shape[1]
+    k = lane
+    while k < n:
+        kn = k + 4 * lpr
+        n0, n1, n2, n3 = load4(words, row, kn, lpr, n)
+        dot_word(w0, act, p, k, n_tok, acc)
+        if k + lpr < n:
+            dot_word(w1, act, p, k + lpr, n_tok, acc)
+        if k + 2 * lpr < n:
+            dot_word(w2, act, p, k + 2 * lpr, n_tok, acc)
+        if k + 3 * lpr < n:
+            dot_word(w3, act, p, k + 3 * lpr, n_tok, acc)
+        w0, w1, w2, w3 = n0, n1, n2, n3
+        k = kn
 
 
 @cuda.jit(device=True)
@@ -103,23 +140,6 @@ lane_sum = _lane_sum_sim if SIMULATOR else _lane_sum_gpu
 
 
 @cuda.jit(device=True)
-def row_products(words, act, row, p, lane, lpr, n_tok, acc):
-    """acc[b] = dot(row of words, act[p, b]) partial over this lane's words, two loads in flight."""
-    for b in range(n_tok):
-        acc[b] = 0
-    n = words.shape[1]
-    if row < words.shape[0]:
-        for k in range(lane, n, 2 * lpr):
-            w0 = words[row, k]
-            k1 = k + lpr
-            w1 = words[row, k1] if k1 < n else words[row, k] * 0
-            for b in range(n_tok):
-                acc[b] = dot_word(w0, act, p, b, k, acc[b])
-                if k1 < n:
-                    acc[b] = dot_word(w1, act, p, b, k1, acc[b])
-
-
-@cuda.jit(device=True)
 def epilogue(s, b, row, p, sx, sw, mode, out_f, out_i):
     if mode == ACC:
         out_i[b, row] = s
@@ -142,8 +162,12 @@ def make_gemv_packed(n_tok, lpr):
         lane = tid % lpr
         row = cuda.blockIdx.x * rows_per_block + tid // lpr
         acc = cuda.local.array(MAX_TOKENS, np.int32)
+        for b in range(n_tok):
+            acc[b] = 0
         p = min(row, words.shape[0] - 1) // seg_rows
-        row_products(words, act, row, p, lane, lpr, n_tok, acc)
+        if row < words.shape[0]:
+            w0, w1, w2, w3 = load4(words, row, lane, lpr, words.shape[1])
+            stream_row(words, act, row, p, lane, lpr, n_tok, acc, w0, w1, w2, w3)
         for b in range(n_tok):
             s = lane_sum(acc[b], sh, b, lpr)
             if lane == 0 and row < words.shape[0]:
