@@ -12,6 +12,10 @@ Each BitLinear is one "stage" kernel that does, per block:
      and recomputed v in every pass: ~15 us of prologue per kernel, 18 ms per 13B step.)
   3. the packed GEMV (gpu/gemv.py: byte-permute decode + dp4a, software-pipelined loads);
   4. epilogue: y = acc / (scale_x * scale_w), stored (STORE) or added to the residual (ADD).
+The grid is persistent (2 blocks per SM): each block does step 2 once, then steps 3-4 for row
+groups blockIdx, blockIdx + gridDim, ... (v2; v1 launched one block per 16 rows, ~1000 blocks
+at 13B, each recomputing the prologue: ~75 us per kernel, mostly L2 traffic of that
+redundant prologue).
 Prologue modes (the oracle's code they reproduce, mmfree_ref/model.py, mlgru.py, glu.py):
   NORM2   v = rmsnorm(x, pre_w, pre_eps)                 attn_norm / mlp_norm / model.norm
   MLGRU   [i | f_pre | g] = x;  f = sigmoid(f_pre), f = lb + (1 - lb) f;  c = silu(i) (1 - f)
@@ -42,6 +46,7 @@ from .quantize import act_words, block_max, block_sum, round_clip_int8
 NORM2, MLGRU, GLU = 0, 1, 2
 TPB = 32 if SIMULATOR else 256
 SHARED_BYTES = 48 * 1024         # static shared memory per block without an opt-in
+BLOCKS_PER_SM = 2                # persistent grid (see _max_blocks)
 F32 = np.float32
 EPS_BL, FLOOR, C127 = F32(BITLINEAR_EPS), F32(ACT_FLOOR), F32(127)
 ONE, ZERO_F = F32(1), F32(0)
@@ -78,6 +83,7 @@ def value(mode, x, b, j, d, rstd1, pre_w, state, lb, has_lb, h_next, write_h):
 def make_stage(n_tok, lpr, n_sets, d_in, mode):
     """A stage kernel for n_tok tokens, lpr lanes per row, n_sets activation sets of d_in."""
     n_words = act_words(d_in)
+    n64a = n_words // 8
     act_bytes = n_sets * n_tok * n_words * 4
     if act_bytes > SHARED_BYTES - 12 * 1024:
         raise ValueError(f"{n_tok} tokens x {n_sets} sets x d_in {d_in} do not fit the shared "
@@ -103,12 +109,11 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode):
         sh_acc = cuda.shared.array((MAX_TOKENS, TPB), np.int32)
         tid = cuda.threadIdx.x
         lane = tid % lpr
-        row = cuda.blockIdx.x * rows_per_block + tid // lpr
         n_rows, n64 = words.shape[0], words.shape[1]
-        valid = row < n_rows
-        p = min(row, n_rows - 1) // seg_rows
+        n_groups = (n_rows + rows_per_block - 1) // rows_per_block
         # 1. prefetch this lane's first four weight words (their latency overlaps the prologue)
-        w0, w1, w2, w3 = load4(words, min(row, n_rows - 1), lane, lpr, n64)
+        row = min(cuda.blockIdx.x * rows_per_block + tid // lpr, n_rows - 1)
+        w0, w1, w2, w3 = load4(words, row, lane, lpr, n64)
         if do_copy and cuda.blockIdx.x == 0:
             for k in range(tid, copy_src.size, TPB):
                 b, j = k // copy_src.shape[1], k % copy_src.shape[1]
@@ -150,23 +155,32 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode):
                             word |= (qi & 0xFF) << (8 * i)
                     if word >= 2**31:
                         word -= 2**32
-                    act[s, b, widx] = word
+                    act[s, b, (4 * (g % 2) + e) * n64a + g // 2] = word
         cuda.syncthreads()
-        # 3. GEMV (gpu/gemv.py's pipelined stream over the row)
+        # 3./4. GEMV and epilogue over this block's row groups (a persistent grid: the prologue
+        # above is paid once per block, not once per 16 rows)
         acc = cuda.local.array(MAX_TOKENS, np.int32)
-        for b in range(n_tok):
-            acc[b] = 0
-        if valid:
-            stream_row(words, act, row, p, lane, lpr, n_tok, acc, w0, w1, w2, w3)
-        # 4. epilogue
-        for b in range(n_tok):
-            total = lane_sum(acc[b], sh_acc, b, lpr)
-            if lane == 0 and valid:
-                y = F32(total) / (sx[p, b] * sw[p])
-                if out_mode == ADD:
-                    out[b, row] += y
-                else:
-                    out[b, row] = y
+        rg = cuda.blockIdx.x
+        while rg < n_groups:
+            row = rg * rows_per_block + tid // lpr
+            valid = row < n_rows
+            p = min(row, n_rows - 1) // seg_rows
+            for b in range(n_tok):
+                acc[b] = 0
+            if valid:
+                stream_row(words, act, row, p, lane, lpr, n_tok, acc, w0, w1, w2, w3)
+            rg += cuda.gridDim.x
+            if rg < n_groups:
+                w0, w1, w2, w3 = load4(words, min(rg * rows_per_block + tid // lpr, n_rows - 1),
+                                       lane, lpr, n64)
+            for b in range(n_tok):
+                total = lane_sum(acc[b], sh_acc, b, lpr)
+                if lane == 0 and valid:
+                    y = F32(total) / (sx[p, b] * sw[p])
+                    if out_mode == ADD:
+                        out[b, row] += y
+                    else:
+                        out[b, row] = y
 
     return stage
 
@@ -193,4 +207,13 @@ def stage_launcher(n_tok, n_rows, n_words64, n_sets, d_in, mode):
     if key not in _STAGES:
         _STAGES[key] = make_stage(*key)
     rows_per_block = TPB // lpr
-    return _STAGES[key], (n_rows + rows_per_block - 1) // rows_per_block, TPB
+    n_groups = (n_rows + rows_per_block - 1) // rows_per_block
+    return _STAGES[key], min(n_groups, _max_blocks()), TPB
+
+
+def _max_blocks():
+    """Blocks of the persistent grid: BLOCKS_PER_SM per multiprocessor (all simultaneously
+    resident), so each block computes the prologue once and then streams many row groups."""
+    if SIMULATOR:
+        return 4
+    return BLOCKS_PER_SM * cuda.get_current_device().MULTIPROCESSOR_COUNT

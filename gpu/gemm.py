@@ -41,7 +41,7 @@ def gemm_tiled_kernel(act, words, sx, sw, mode, out_f, out_i):
     for k in range(n64):
         for idx in range(tid, TILE * 8, T * T):
             r, c = idx // 8, idx % 8
-            sh_a[r, c] = act[m0 + r, 8 * k + c] if m0 + r < n_rows else 0
+            sh_a[r, c] = act[m0 + r, c * n64 + k] if m0 + r < n_rows else 0
         for idx in range(tid, TILE, T * T):
             sh_w[idx] = words[n0 + idx, k] if n0 + idx < n_cols else 0
         cuda.syncthreads()

@@ -65,20 +65,22 @@ def gemv_naive_kernel(t, q, acc):
 
 @cuda.jit(device=True)
 def dot_word(w, act, p, k, n_tok, acc):
-    """acc[b] += dot(packed word w (32 weights, word k of its row), act[p, b, 8k .. 8k+7]) for
-    every token b: the four byte-permutes per half-word are done once and reused by all tokens."""
+    """acc[b] += dot(packed word w (32 weights, word k of its row), its 8 activation words
+    act[p, b, j * n64 + k], j = 0..7 (gpu/quantize.py layout)) for every token b: the four
+    byte-permutes per half-word are done once and reused by all tokens."""
+    n64 = act.shape[2] // 8
     for e in range(2):
         half = (w >> (32 * e)) & 0xFFFFFFFF
         x = half & 0x33333333
         y = (half >> 2) & 0x33333333
         v0, v1 = prmt(LUT, ZERO, x), prmt(LUT, ZERO, y)
         v2, v3 = prmt(LUT, ZERO, x >> 16), prmt(LUT, ZERO, y >> 16)
-        base = 8 * k + 4 * e
+        base = 4 * e * n64 + k
         for b in range(n_tok):
             a = dp4a(v0, act[p, b, base], acc[b])
-            a = dp4a(v1, act[p, b, base + 1], a)
-            a = dp4a(v2, act[p, b, base + 2], a)
-            acc[b] = dp4a(v3, act[p, b, base + 3], a)
+            a = dp4a(v1, act[p, b, base + n64], a)
+            a = dp4a(v2, act[p, b, base + 2 * n64], a)
+            acc[b] = dp4a(v3, act[p, b, base + 3 * n64], a)
 
 
 @cuda.jit(device=True)

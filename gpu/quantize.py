@@ -12,10 +12,14 @@ n * scale by a few ulps and can flip q by 1 only where n * scale lies that close
 Layout: one block per token (row); each thread owns 16-element groups g = tid, tid + TPB, ...
 Outputs: q (M, D) int8 in natural order, scale (M,) and, for the GEMV, the same q as int32
 "activation words" in the permuted order the packed GEMV consumes (gpu/gemv.py):
-    word 4*h + s of a row holds, in byte lanes i = 0..3, q[16*h + 8*(s // 2) + 2*i + s % 2]
-(h: 16-weight half-word of the packed weights; s: which of the four nibble-spaced code groups
-the GEMV's byte-permute decodes, see gpu/gemv.py); rows are padded with q = 0 to a multiple of
-32 elements (act_words(D) words).
+    the word for 16-element group h (h = 2k + e: half e of packed weight word k) and code
+    group s holds, in byte lanes i = 0..3, q[16*h + 8*(s // 2) + 2*i + s % 2]
+(s: which of the four nibble-spaced code groups the GEMV's byte-permute decodes, gpu/gemv.py),
+stored at position (4*e + s) * n64 + k with n64 = act_words(D) / 8: "structure of arrays", so
+that GEMV lanes reading consecutive weight words k read consecutive activation words (v2 of the
+layout; v1 stored the 8 words of a weight word together, 32 bytes apart between lanes, and the
+GEMV was limited by those strided loads to ~45% of the copy bandwidth). Rows are padded with
+q = 0 to a multiple of 32 elements (act_words(D) words).
 Block reductions: warp shuffles then one shared-memory step on the GPU (a tree sum); under the
 simulator, which has no shuffles, thread 0 adds the partials in order.
 Versions: absmax_int8 (quantize only), rmsnorm_absmax_int8 (fused, one pass over the row per
@@ -47,6 +51,16 @@ def element_of(g, s, i):
 @cuda.jit(device=True)
 def _element_of(g, s, i):
     return 16 * g + 8 * (s // 2) + 2 * i + s % 2
+
+
+def word_position(g, s, n64):
+    """Position of the activation word of group g, code group s (layout above)."""
+    return (4 * (g % 2) + s) * n64 + g // 2
+
+
+@cuda.jit(device=True)
+def _word_position(g, s, n64):
+    return (4 * (g % 2) + s) * n64 + g // 2
 
 
 @cuda.jit(device=True)
@@ -142,7 +156,7 @@ def write_group(row, g, n_valid, scale, q_nat, q_words, b):
             word |= (qi & 0xFF) << (8 * i)
         if word >= 2**31:
             word -= 2**32
-        q_words[b, 4 * g + s] = word
+        q_words[b, _word_position(g, s, q_words.shape[1] // 8)] = word
 
 
 def _make_kernels(dtype):
@@ -251,7 +265,7 @@ def words_kernel(q, q_words):
                 word |= (np.int32(q[b, j]) & 0xFF) << (8 * k)
         if word >= 2**31:
             word -= 2**32
-        q_words[b, 4 * g + s] = word
+        q_words[b, _word_position(g, s, q_words.shape[1] // 8)] = word
 
 
 def words_from_q(q):

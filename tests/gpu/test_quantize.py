@@ -12,7 +12,7 @@ from hypothesis.extra.numpy import arrays
 
 from mmfree_ref.quantize import absmax_int8 as ref_absmax, round_half_away_from_zero
 from mmfree_ref.rmsnorm import rmsnorm as ref_rmsnorm
-from gpu.quantize import (absmax_int8, act_words, element_of, rmsnorm_absmax_int8,
+from gpu.quantize import (absmax_int8, act_words, element_of, rmsnorm_absmax_int8, word_position,
                           words_from_q)
 from tests.gpu.helpers import dim, examples
 
@@ -34,10 +34,12 @@ def unpermute(words, d):
     m = words.shape[0]
     lanes = words.view(np.int8).reshape(m, -1, 4)         # little-endian: lane i = byte i
     q = np.zeros((m, act_words(d) * 4), np.int8)
-    for w in range(act_words(d)):
-        g, s = divmod(w, 4)
-        for i in range(4):
-            q[:, element_of(g, s, i)] = lanes[:, w, i]
+    n64 = act_words(d) // 8
+    for g in range(act_words(d) // 4):
+        for s in range(4):
+            w = word_position(g, s, n64)
+            for i in range(4):
+                q[:, element_of(g, s, i)] = lanes[:, w, i]
     return q[:, :d]
 
 
