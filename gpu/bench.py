@@ -314,6 +314,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="fewer shapes and sizes")
     ap.add_argument("--sizes", default=",".join(SIZES), help="decode sizes, comma-separated")
     ap.add_argument("--no-torch", action="store_true", help="skip the torch fp16 baselines")
+    ap.add_argument("--no-bitplane", action="store_true",
+                    help="skip gpu.bench_bitplane (run by default when present)")
     args = ap.parse_args(argv)
     if SIMULATOR:
         raise SystemExit("gpu.bench needs a real GPU (timings under the simulator mean nothing)")
@@ -346,7 +348,7 @@ def main(argv=None):
     json.dump(results, open(out / "bench.json", "w"), indent=1)
     print(text, flush=True)
     failed = [r for r in results["kernels"] if r.get("validated") is False]
-    if importlib.util.find_spec("gpu.bench_bitplane") is not None:
+    if not args.no_bitplane and importlib.util.find_spec("gpu.bench_bitplane") is not None:
         from . import bench_bitplane
         bench_bitplane.main(out / "bitplane")
     return 1 if failed else 0
