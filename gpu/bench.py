@@ -314,6 +314,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="fewer shapes and sizes")
     ap.add_argument("--sizes", default=",".join(SIZES), help="decode sizes, comma-separated")
     ap.add_argument("--no-torch", action="store_true", help="skip the torch fp16 baselines")
+    ap.add_argument("--decode-only", action="store_true", help="skip the kernel table")
     ap.add_argument("--no-bitplane", action="store_true",
                     help="skip gpu.bench_bitplane (run by default when present)")
     args = ap.parse_args(argv)
@@ -329,12 +330,13 @@ def main(argv=None):
     print(f"{mode()}: copy bandwidth {copy_gbps:.0f} GB/s", flush=True)
     results = dict(device=mode(), date=datetime.date.today().isoformat(), copy_gbps=copy_gbps,
                    torch=fp16 is not None, kernels=[], decode=[])
-    for n, k in _gemv_shapes(args.quick):
-        results["kernels"] += bench_gemv(rng, n, k, 1, copy_gbps, fp16)
-    results["kernels"] += bench_gemv(rng, 27648, 5120, 8, copy_gbps, fp16)
-    for m, n, k in [(512, 2048, 2048), (512, 5120, 5120)][: 1 if args.quick else 2]:
-        results["kernels"] += bench_gemm(rng, m, n, k, copy_gbps, fp16)
-    results["kernels"] += bench_scan(rng, 8, 1024, 2048, copy_gbps)
+    if not args.decode_only:
+        for n, k in _gemv_shapes(args.quick):
+            results["kernels"] += bench_gemv(rng, n, k, 1, copy_gbps, fp16)
+        results["kernels"] += bench_gemv(rng, 27648, 5120, 8, copy_gbps, fp16)
+        for m, n, k in [(512, 2048, 2048), (512, 5120, 5120)][: 1 if args.quick else 2]:
+            results["kernels"] += bench_gemm(rng, m, n, k, copy_gbps, fp16)
+        results["kernels"] += bench_scan(rng, 8, 1024, 2048, copy_gbps)
     json.dump(results, open(out / "bench.json", "w"), indent=1)
     for name in args.sizes.split(","):
         results["decode"].append(bench_decode(name, copy_gbps, fp16))

@@ -7,9 +7,10 @@ Each BitLinear is one "stage" kernel that does, per block:
      projection and this one (norms, gates, recurrence) and its int8 absmax quantization, into
      shared memory as activation words (gpu/quantize.py layout). Every block computes the same
      values in the same order (no atomics), so all blocks agree bit for bit. Arithmetic is
-     float32 (expf), the vector v is kept in shared memory when it fits, and each thread
-     writes whole activation words. (v1 of this file computed the activations' exp in float64
-     and recomputed v in every pass: ~15 us of prologue per kernel, 18 ms per 13B step.)
+     float32 (expf), the per-element value is kept in shared memory when it fits, the passes
+     are fused into three (sums, maxima, words), and each thread writes whole words. (v1 of this file computed the activations' exp in float64
+     and recomputed v in every pass: ~15 us of prologue per kernel, 18 ms per 13B step;
+     v2 ran 2 + 2P dependent passes, ~1-1.5 us each at L2 latency.)
   3. the packed GEMV (gpu/gemv.py: byte-permute decode + dp4a, software-pipelined loads);
   4. epilogue: y = acc / (scale_x * scale_w), stored (STORE) or added to the residual (ADD).
 The grid is persistent (2 blocks per SM): each block does step 2 once, then steps 3-4 for row
@@ -65,10 +66,11 @@ def silu32(x):
 
 
 @cuda.jit(device=True)
-def value(mode, x, b, j, d, rstd1, pre_w, state, lb, has_lb, h_next, write_h):
-    """v_j of the prologue (module docstring), float32; MLGRU writes h_j to h_next if write_h."""
+def u_value(mode, x, b, j, d, state, lb, has_lb, h_next, write_h):
+    """The per-element quantity the prologue caches (module docstring): x_j (NORM2), silu(h_j)
+    (MLGRU; h_j goes to h_next when write_h), silu(gate_j) * u_j = v_j (GLU). float32."""
     if mode == NORM2:
-        return (x[b, j] * rstd1) * pre_w[j]
+        return x[b, j]
     if mode == GLU:
         return silu32(x[b, j]) * x[b, d + j]
     f = sigmoid32(x[b, d + j])
@@ -77,7 +79,17 @@ def value(mode, x, b, j, d, rstd1, pre_w, state, lb, has_lb, h_next, write_h):
     h = f * state[b, j] + silu32(x[b, j]) * (ONE - f)
     if write_h:
         h_next[b, j] = h
-    return ((x[b, 2 * d + j] * rstd1) * pre_w[j]) * silu32(h)
+    return silu32(h)
+
+
+@cuda.jit(device=True)
+def v_value(mode, x, b, j, d, u, rstd1, pre_w):
+    """v_j from the cached u_j: (x rstd1) w (NORM2), ((g rstd1) w) silu(h) (MLGRU), u (GLU)."""
+    if mode == NORM2:
+        return (u * rstd1) * pre_w[j]
+    if mode == GLU:
+        return u
+    return ((x[b, 2 * d + j] * rstd1) * pre_w[j]) * u
 
 
 def make_stage(n_tok, lpr, n_sets, d_in, mode):
@@ -88,16 +100,19 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode):
     if act_bytes > SHARED_BYTES - 12 * 1024:
         raise ValueError(f"{n_tok} tokens x {n_sets} sets x d_in {d_in} do not fit the shared "
                          f"activation buffer; decode fewer tokens at once")
-    # v (the prologue's vector) is kept in shared memory when it fits, else recomputed per pass
+    # u (the prologue's per-element value) is kept in shared memory when it fits, else
+    # recomputed in each pass
+    if n_sets > 4:
+        raise ValueError(f"at most 4 activation sets per stage, got {n_sets}")
     cached = act_bytes + 4 * d_in <= SHARED_BYTES - 10 * 1024
     cache_len = d_in if cached else 1
     rows_per_block = TPB // lpr
 
     @cuda.jit(device=True)
-    def v_at(vc, x, b, j, rstd1, pre_w, state, lb, has_lb, h_next):
+    def u_at(vc, x, b, j, state, lb, has_lb, h_next):
         if cached:
             return vc[j]
-        return value(mode, x, b, j, d_in, rstd1, pre_w, state, lb, has_lb, h_next, False)
+        return u_value(mode, x, b, j, d_in, state, lb, has_lb, h_next, False)
 
     @cuda.jit
     def stage(words, sw, seg_rows, x, pre_w, pre_eps, post_w, state, lb, has_lb, h_next,
@@ -118,40 +133,58 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode):
             for k in range(tid, copy_src.size, TPB):
                 b, j = k // copy_src.shape[1], k % copy_src.shape[1]
                 copy_dst[b, j] = copy_src[b, j]
-        # 2. prologue, token by token (float32, the oracle's order of operations)
+        # 2. prologue, token by token, in three dependent passes (each one trip to L2 and one
+        #    or two block reductions): sums of squares; maxima of every set; activation words.
+        #    mean(v^2) is taken as rstd1^2 mean((x w)^2), the same quantity as the oracle's
+        #    mean(((x rstd1) w)^2) up to float32 rounding, so that both norms need one pass.
         write_h = mode == MLGRU and cuda.blockIdx.x == 0
+        m = cuda.local.array(4, np.float32)
         for b in range(n_tok):
             cuda.syncthreads()                  # the previous token's readers of vc are done
-            rstd1 = ZERO_F
-            if mode != GLU:
-                ss = ZERO_F
-                off = 2 * d_in if mode == MLGRU else 0
-                for j in range(tid, d_in, TPB):
-                    ss += x[b, off + j] * x[b, off + j]
-                rstd1 = F32(ONE / math.sqrt(block_sum(red, ss) / F32(d_in) + pre_eps))
-            ss = ZERO_F
+            s1 = ZERO_F
+            s2 = ZERO_F
             for j in range(tid, d_in, TPB):
-                v = value(mode, x, b, j, d_in, rstd1, pre_w, state, lb, has_lb, h_next, write_h)
+                u = u_value(mode, x, b, j, d_in, state, lb, has_lb, h_next, write_h)
                 if cached:
-                    vc[j] = v
-                ss += v * v
-            rstd2 = F32(ONE / math.sqrt(block_sum(red, ss) / F32(d_in) + EPS_BL))
+                    vc[j] = u
+                if mode == NORM2:
+                    s1 += u * u
+                    t = u * pre_w[j]
+                    s2 += t * t
+                elif mode == MLGRU:
+                    g = x[b, 2 * d_in + j]
+                    s1 += g * g
+                    t = (g * pre_w[j]) * u
+                    s2 += t * t
+                else:
+                    s2 += u * u
+            rstd1 = ONE
+            if mode != GLU:
+                rstd1 = F32(ONE / math.sqrt(block_sum(red, s1) / F32(d_in) + pre_eps))
+            mean_v2 = F32(rstd1 * rstd1 * (block_sum(red, s2) / F32(d_in)))
+            rstd2 = F32(ONE / math.sqrt(mean_v2 + EPS_BL))
             for s in range(n_sets):
-                m = ZERO_F
-                for j in range(tid, d_in, TPB):
-                    v = v_at(vc, x, b, j, rstd1, pre_w, state, lb, has_lb, h_next)
-                    m = max(m, abs((v * rstd2) * post_w[s, j]))
-                sc = F32(C127 / max(block_max(red, m), FLOOR))
+                m[s] = ZERO_F
+            for j in range(tid, d_in, TPB):
+                v = v_value(mode, x, b, j, d_in, u_at(vc, x, b, j, state, lb, has_lb, h_next),
+                            rstd1, pre_w) * rstd2
+                for s in range(n_sets):
+                    m[s] = max(m[s], abs(v * post_w[s, j]))
+            for s in range(n_sets):
+                sc = F32(C127 / max(block_max(red, m[s]), FLOOR))
                 if tid == 0:
                     sx[s, b] = sc
-                for widx in range(tid, n_words, TPB):      # one activation word per step
-                    g, e = widx // 4, widx % 4
+                m[s] = sc
+            for widx in range(tid, n_words, TPB):      # one activation word (per set) per step
+                g, e = widx // 4, widx % 4
+                for s in range(n_sets):
                     word = 0
                     for i in range(4):
                         j = 16 * g + 8 * (e // 2) + 2 * i + e % 2
                         if j < d_in:
-                            v = v_at(vc, x, b, j, rstd1, pre_w, state, lb, has_lb, h_next)
-                            qi = round_clip_int8(((v * rstd2) * post_w[s, j]) * sc)
+                            u = u_at(vc, x, b, j, state, lb, has_lb, h_next)
+                            v = v_value(mode, x, b, j, d_in, u, rstd1, pre_w) * rstd2
+                            qi = round_clip_int8((v * post_w[s, j]) * m[s])
                             word |= (qi & 0xFF) << (8 * i)
                     if word >= 2**31:
                         word -= 2**32
