@@ -14,7 +14,8 @@ import sys
 from importlib.metadata import entry_points
 
 # Modules of mmfree_ref whose `register` adds a subcommand.
-_OWN = ("mmfree_ref.cmd_logits", "mmfree_ref.cmd_grads", "mmfree_ref.cmd_generate")
+_OWN = ("mmfree_ref.cmd_logits", "mmfree_ref.cmd_grads", "mmfree_ref.cmd_generate",
+        "mmfree_ref.cmd_demo", "mmfree_ref.cmd_train")
 
 
 class UsageError(ValueError):
