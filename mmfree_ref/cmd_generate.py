@@ -44,7 +44,9 @@ def _prompt(args, config):
         raise ValueError(f"--prompt text needs the byte tokenizer (vocab_size "
                          f"{tokenizer.VOCAB_SIZE}); this checkpoint has vocab_size "
                          f"{config.vocab_size}: pass token ids with --prompt-ids")
-    return tokenizer.encode(args.prompt, bos=True), True
+    # Training windows are plain corpus bytes without BOS, so BOS is an untrained embedding: it
+    # only stands in for an empty prompt (the prefill needs one token).
+    return tokenizer.encode(args.prompt, bos=not args.prompt), True
 
 
 def run(args):

@@ -60,8 +60,8 @@ def _samples(params, config, rng, n_tokens=160):
     """A few generations (temperature 0.8, top-k 40) from fixed prompts -> text."""
     out = []
     for prompt in PROMPTS:
-        new = generate(OracleDecoder(params, config), config, tokenizer.encode(prompt, bos=True),
-                       n_tokens, rng, temperature=0.8, top_k=40)
+        new = generate(OracleDecoder(params, config), config, tokenizer.encode(prompt), n_tokens,
+                       rng, temperature=0.8, top_k=40)
         out.append(f"--- prompt: {prompt!r}\n{prompt}{tokenizer.decode(new)}\n")
     return "\n".join(out)
 

@@ -67,6 +67,6 @@ def test_cli_streams_text_from_a_byte_level_checkpoint(tmp_path, capsys):
     save_checkpoint(tmp_path / "ckpt", config, params, dtype="float64")
     assert main(["generate", str(tmp_path / "ckpt"), "--prompt", "Hi", "--max-new-tokens", "5",
                  "--temperature", "0"]) == 0
-    new = generate(OracleDecoder(params, config), config, tokenizer.encode("Hi", bos=True), 5,
+    new = generate(OracleDecoder(params, config), config, tokenizer.encode("Hi"), 5,
                    np.random.default_rng(0), temperature=0)
     assert capsys.readouterr().out == "Hi" + tokenizer.decode(new) + "\n"
