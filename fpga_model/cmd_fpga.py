@@ -9,7 +9,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from mmfree_ref.atomic import atomic_path
+from mmfree_ref.atomic import atomic_write
 from mmfree_ref.cmd_common import raw_help
 from mmfree_ref.config import PRESETS as MODEL_SIZES, HGRNBitConfig, preset
 
@@ -111,8 +111,9 @@ def _numbers(text, kind, flag):
 
 
 def _write_json(path, obj):
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as f:
+        f.write((json.dumps(obj, indent=2) + "\n").encode())
 
 
 def format_account(acct, params, name):

@@ -1,8 +1,9 @@
 """`mmfree memory`: inference and training memory, MatMul-free LM beside a Transformer++."""
 import argparse
 import json
+from pathlib import Path
 
-from mmfree_ref.atomic import atomic_path
+from mmfree_ref.atomic import atomic_write
 from mmfree_ref.cmd_common import raw_help
 from mmfree_ref.config import preset
 
@@ -68,7 +69,8 @@ def run(args):
         obj = {"model": args.model, "inference_paper": [r._asdict() for r in paper],
                "inference_fp16": [r._asdict() for r in fp16], "training_tokens": tokens,
                "training": [r._asdict() for r in train]}
-        with atomic_path(args.json) as tmp:
-            tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(args.json) as f:
+            f.write((json.dumps(obj, indent=2) + "\n").encode())
         print(f"wrote {args.json}")
     return 0

@@ -2,13 +2,15 @@
 
 matplotlib with the Agg backend (no display needed); every file is written atomically.
 """
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 from matplotlib.patches import Patch  # noqa: E402
 
-from mmfree_ref.atomic import atomic_path  # noqa: E402
+from mmfree_ref.atomic import atomic_write  # noqa: E402
 
 BOUND_COLORS = {"memory": "tab:blue", "compute": "tab:orange"}
 
@@ -67,8 +69,9 @@ def plot_report(acct, params, path):
     _time_bars(left, acct)
     _roofline(right, acct, params)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as f:
+        fig.savefig(f, dpi=110, format="png")
     plt.close(fig)
 
 
@@ -90,6 +93,7 @@ def plot_sweep(points, path, title=""):
         ax.legend(title="off-chip bandwidth")
     fig.suptitle(title)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as f:
+        fig.savefig(f, dpi=110, format="png")
     plt.close(fig)

@@ -1,37 +1,46 @@
-"""Atomic file writes: write beside the target, then rename, so no partial file is ever left.
+"""Atomic file writes: write beside the target, flush to disk, then rename, so a reader (or a
+run killed with kill -9) never sees a partial file.
 
-os.replace is atomic on POSIX within one file system, which is why the temporary file lives in
-the target's own directory.
+os.replace is atomic on POSIX only within one file system, which is why the temporary file lives
+in the target's own directory. Every writer in the package (checkpoints, training state, logits,
+plots, JSON) goes through `atomic_write`.
 """
 import contextlib
 import os
-import tempfile
+import uuid
 from pathlib import Path
 
 
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 @contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside `path`; on success it replaces `path`, on error it is removed.
+def atomic_write(path):
+    """Yield a binary file that replaces `path` only once it is complete and on disk.
 
-    The temporary name keeps the target's suffix, so writers that append one (np.save adds
-    ".npy", np.savez ".npz") write exactly where they are told.
+    On any exception the temporary file is removed and `path` is left untouched. The directory
+    must exist (a mistyped output directory is an error, not something to create).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    os.chmod(tmp, 0o644 & ~_umask())   # mkstemp makes 0600; outputs are ordinary files
+    if not path.parent.is_dir():
+        raise ValueError(f"{path}: directory {path.parent} does not exist")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)   # umask applies as usual
+    done = False
     try:
-        yield Path(tmp)
-        with open(tmp, "rb+") as f:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        done = True
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        if not done:
+            tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(directory):
+    """Flush a directory's entries (a rename inside it) to disk."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

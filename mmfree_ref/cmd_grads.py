@@ -3,7 +3,7 @@ import argparse
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import atomic_write
 from .checkpoint import load_checkpoint
 from .cmd_common import load_ids, raw_help
 from .model import loss_and_grads
@@ -31,7 +31,7 @@ def run(args):
         raise ValueError(f"ids must hold at least 2 tokens per sequence for a causal-LM loss, "
                          f"got shape {ids.shape}")
     loss, grads = loss_and_grads(params, config, ids)
-    with atomic_path(args.out) as tmp:
-        np.savez(tmp, loss=np.float64(loss), **grads)
+    with atomic_write(args.out) as f:
+        np.savez(f, loss=np.float64(loss), **grads)
     print(f"wrote {args.out}: loss {loss:.12g} and {len(grads)} gradients")
     return 0

@@ -3,7 +3,7 @@ import argparse
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import atomic_write
 from .checkpoint import load_checkpoint
 from .cmd_common import load_ids, raw_help
 from .decode import decode_logits
@@ -30,7 +30,7 @@ def run(args):
     config, params = load_checkpoint(args.ckpt_dir)
     ids = load_ids(args.ids, config.vocab_size)
     logits = (decode_logits if args.decode else forward)(params, config, ids)
-    with atomic_path(args.out) as tmp:
-        np.save(tmp, logits.astype(np.float64))
+    with atomic_write(args.out) as f:
+        np.save(f, logits.astype(np.float64))
     print(f"wrote {args.out}: logits {logits.shape} float64")
     return 0

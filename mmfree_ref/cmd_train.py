@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import corpus, tokenizer
-from .atomic import atomic_path
+from .atomic import atomic_write
 from .checkpoint import save_checkpoint
 from .cmd_common import raw_help
 from .config import HGRNBitConfig
@@ -68,8 +68,9 @@ def _run_settings(args, out):
     if (out / "train_state.npz").exists():
         raise ValueError(f"{out} already holds a run: pass --resume or choose another --out")
     run = {**RUN_DEFAULTS, **given}
-    with atomic_path(out / "run.json") as tmp:
-        tmp.write_text(json.dumps(run, indent=2) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out / "run.json") as f:
+        f.write((json.dumps(run, indent=2) + "\n").encode())
     return run
 
 

@@ -19,15 +19,14 @@ float32. Encoding rounds to nearest, ties to even, as torch does for float32 inp
 Writes are atomic: the file is written under a temporary name in the same directory, flushed to
 disk, then renamed over the target, so a crash never leaves a partial file at the target path.
 """
-import contextlib
 import json
 import math
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .atomic import atomic_write, fsync_dir  # noqa: F401  (fsync_dir: used by checkpoint.py)
 
 # The reference library refuses headers above 100 MB; a larger length means a corrupt file.
 HEADER_LIMIT = 100_000_000
@@ -298,38 +297,3 @@ def _encode(path, name, x, float_dtype):
         raise ValueError(f"{where}: dtype {x.dtype} has no safetensors equivalent here "
                          f"(supported: {', '.join(STORED)})")
     return code, np.asarray(data.astype(data.dtype.newbyteorder("<"), copy=False), order="C")
-
-
-@contextlib.contextmanager
-def atomic_write(path):
-    """Yield a binary file that replaces `path` only once it is complete and on disk.
-
-    The temporary file sits in the same directory (os.replace is atomic only within one
-    filesystem); on any exception it is removed and `path` is left untouched.
-    """
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise ValueError(f"{path}: directory {path.parent} does not exist")
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)   # umask applies as usual
-    done = False
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        done = True
-    finally:
-        if not done:
-            tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(directory):
-    """Flush a directory's entries (a rename inside it) to disk."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -10,8 +10,9 @@ at the rate schedule.lr(step, steps, ...). Everything a step depends on (weights
 moments, step number, the Generator's state, settings, `steps`) is in the training-state file, so a
 resumed run takes exactly the steps an uninterrupted one would, bit for bit, wherever it stopped.
 
-Training-state file: one .npz, written whole to PATH.tmp, fsync'ed, then renamed onto PATH
-(os.replace is atomic), so PATH always holds a complete state, old or new, even after kill -9.
+Training-state file: one .npz, written whole to a temporary file beside PATH, fsync'ed, then
+renamed onto PATH (atomic.atomic_write), so PATH always holds a complete state, old or new,
+even after kill -9.
 Keys:
     format                    "mmfree-train-state-1"
     step                      int64: steps completed, i.e. the next step to run (0-based)
@@ -29,7 +30,6 @@ up); a run stopped by an exception keeps its last checkpoint, since its weights 
 import dataclasses
 import json
 import math
-import os
 import time
 import zipfile
 from pathlib import Path
@@ -38,6 +38,7 @@ import numpy as np
 from tqdm import tqdm          # plain text bar: no widget dependency in notebooks
 
 from mmfree_ref import optim, schedule
+from mmfree_ref.atomic import atomic_write
 
 FORMAT = "mmfree-train-state-1"
 _REQUIRED = ("step", "total_steps", "settings", "rng", "elapsed_s", "adam/step",
@@ -120,21 +121,10 @@ class TrainResult:
 # ---------------------------------------------------------------------------- the state file
 
 def _atomic_write(path, write):
-    """write(file) into path.tmp, flush it to disk, rename it onto path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    """write(file) into a temporary beside path, then atomically onto path (atomic.py)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as f:
         write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    if os.name == "posix":        # make the rename itself durable (a power cut, not just a kill)
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def save_state(path, state, total_steps, settings):
