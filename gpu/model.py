@@ -92,6 +92,9 @@ class GPUDecoder:
     """Token-by-token decoding on the GPU; see the module docstring for the interface."""
 
     def __init__(self, params, config, use_graph=True, _layers=None):
+        if not cuda.is_available():   # checked first: numba's own error is a driver traceback
+            raise ValueError("no CUDA GPU is available here (numba.cuda.is_available() is "
+                             "False): use --device cpu, or NUMBA_ENABLE_CUDASIM=1 to simulate")
         config.check_supported()
         self.config, self.use_graph = config, use_graph
         d, L = config.hidden_size, config.num_hidden_layers
