@@ -65,7 +65,11 @@ def test_absmax_ties_round_away_from_zero_and_zero_rows():
 @examples(5)
 @given(data=st.data())
 def test_fused_rmsnorm_absmax_matches_oracle(dtype, data):
-    x = data.draw(rows(dtype, dim(3, 16), dim(33, 3000), big=2.0**60))
+    # float32: keep the sum of up to 3000 squares below float32's max (2^128): 3000 * (2^56)^2
+    # = 2^123.6. Beyond it mean(x^2) is inf in any float32 RMSNorm (oracle and reference alike:
+    # rstd = 0), and the kernel's summation order decides what comes out, so no exact oracle exists.
+    big = 2.0**56 if dtype == np.float32 else 2.0**60
+    x = data.draw(rows(dtype, dim(3, 16), dim(33, 3000), big=big))
     w = data.draw(arrays(dtype, x.shape[1], elements=st.floats(-4, 4, width=x.dtype.itemsize * 8)))
     eps = 1e-6
     n, q, scale, words = rmsnorm_absmax_int8(x, w, eps)
