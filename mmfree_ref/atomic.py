@@ -34,12 +34,12 @@ def atomic_write(path):
     finally:
         if not done:
             tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
-def fsync_dir(directory):
-    """Flush a directory's entries (a rename inside it) to disk."""
-    fd = os.open(directory, os.O_RDONLY)
+def fsync_path(path):
+    """Flush a file's data, or a directory's entries (a rename inside it), to disk."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

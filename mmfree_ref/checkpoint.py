@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import fsync_path
 from .config import HGRNBitConfig
 from .params import param_shapes
-from .safetensors_io import FLOAT_CODES, fsync_dir, load_safetensors, read_header, \
-    save_safetensors
+from .safetensors_io import FLOAT_CODES, load_safetensors, read_header, save_safetensors
 
 SINGLE = "model.safetensors"
 INDEX = "model.safetensors.index.json"
@@ -227,7 +227,7 @@ def save_checkpoint(ckpt_dir, config, params, dtype="float32", max_shard_bytes=N
 
 def _write_files(out, config, params, code, max_shard_bytes):
     config.save(out / "config.json")
-    _fsync_file(out / "config.json")
+    fsync_path(out / "config.json")
     names = list(param_shapes(config))
     sizes = {n: params[n].size * ITEMSIZE[code] for n in names}
     shards = _plan_shards(names, sizes, max_shard_bytes)
@@ -242,8 +242,8 @@ def _write_files(out, config, params, code, max_shard_bytes):
             weight_map.update(dict.fromkeys(shard, file))
         index = {"metadata": {"total_size": sum(sizes.values())}, "weight_map": weight_map}
         (out / INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-        _fsync_file(out / INDEX)
-    fsync_dir(out)
+        fsync_path(out / INDEX)
+    fsync_path(out)
 
 
 def _plan_shards(names, sizes, max_shard_bytes):
@@ -289,12 +289,4 @@ def _swap_into_place(tmp, target):
             os.rename(old, target)
             raise
         shutil.rmtree(old)
-    fsync_dir(target.parent)
-
-
-def _fsync_file(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(target.parent)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write, fsync_dir  # noqa: F401  (fsync_dir: used by checkpoint.py)
+from .atomic import atomic_write
 
 # The reference library refuses headers above 100 MB; a larger length means a corrupt file.
 HEADER_LIMIT = 100_000_000
