@@ -24,6 +24,15 @@ from hypothesis import HealthCheck, Phase, find, settings  # noqa: E402
 from hypothesis.errors import NoSuchExample  # noqa: E402
 
 MAX_EXAMPLES = 60
+
+# Ternary weight matrices a grader draws, by the mistake each kind exposes: name -> (rng, shape)
+# -> int array. Shared by the select-and-add and the packing graders.
+TERNARY_KINDS = {
+    "random ternary weights": lambda rng, s: rng.integers(-1, 2, s),
+    "all weights +1": lambda rng, s: np.ones(s, int),
+    "all weights -1": lambda rng, s: -np.ones(s, int),
+    "all weights 0": lambda rng, s: np.zeros(s, int),
+}
 STUB = ("your function raises NotImplementedError: it is still the stub. Replace the "
         "`raise NotImplementedError(...)` line with your code, then run the grader again.")
 

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from ..bitlinear import bitlinear_backward, bitlinear_forward, ternary_accumulate
 from ..rmsnorm import rmsnorm_backward
-from ._grading import MAX_EXAMPLES, Case, as_pair, compare_close, compare_exact, run_grader
+from ._grading import (MAX_EXAMPLES, TERNARY_KINDS, Case, as_pair, compare_close, compare_exact,
+                       run_grader)
 
 # ----------------------------------------------------------------------------- select-and-add
 
@@ -19,12 +20,6 @@ _Q_KINDS = {
         lambda rng, s: rng.choice(np.array([-128, 127]), s),
     "all-zero activations": lambda rng, s: np.zeros(s, int),
 }
-_T_KINDS = {
-    "random ternary weights": lambda rng, s: rng.integers(-1, 2, s),
-    "all weights +1": lambda rng, s: np.ones(s, int),
-    "all weights -1": lambda rng, s: -np.ones(s, int),
-    "all weights 0": lambda rng, s: np.zeros(s, int),
-}
 
 
 @st.composite
@@ -32,10 +27,10 @@ def accumulate_cases(draw):
     d_in = draw(st.sampled_from([1, 2, 3, 5, 16, 33, 300]))
     d_out = draw(st.sampled_from([1, 2, 3, 4, 7]))
     lead = draw(st.sampled_from([(), (1,), (3,), (2, 3)]))
-    qk, tk = draw(st.sampled_from(list(_Q_KINDS))), draw(st.sampled_from(list(_T_KINDS)))
+    qk, tk = draw(st.sampled_from(list(_Q_KINDS))), draw(st.sampled_from(list(TERNARY_KINDS)))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     q = _Q_KINDS[qk](rng, lead + (d_in,)).astype(np.int8)
-    t = _T_KINDS[tk](rng, (d_out, d_in)).astype(np.int8)
+    t = TERNARY_KINDS[tk](rng, (d_out, d_in)).astype(np.int8)
     return Case(f"{qk}; {tk}; d_in = {d_in}, d_out = {d_out}", {"q": q, "t": t})
 
 

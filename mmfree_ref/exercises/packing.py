@@ -7,23 +7,16 @@ import numpy as np
 from hypothesis import strategies as st
 
 from ..packing import pack_ternary, packed_cols
-from ._grading import MAX_EXAMPLES, Case, compare_exact, run_grader
-
-_T_KINDS = {
-    "random ternary weights": lambda rng, s: rng.integers(-1, 2, s),
-    "all weights +1": lambda rng, s: np.ones(s, int),
-    "all weights -1": lambda rng, s: -np.ones(s, int),
-    "all weights 0": lambda rng, s: np.zeros(s, int),
-}
+from ._grading import MAX_EXAMPLES, TERNARY_KINDS, Case, compare_exact, run_grader
 
 
 @st.composite
 def pack_cases(draw):
     d_in = draw(st.sampled_from([1, 2, 3, 4, 5, 7, 8, 9, 16, 17]))
     lead = draw(st.sampled_from([(), (1,), (3,), (2, 3)]))
-    kind = draw(st.sampled_from(list(_T_KINDS)))
+    kind = draw(st.sampled_from(list(TERNARY_KINDS)))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    t = _T_KINDS[kind](rng, lead + (d_in,)).astype(np.int8)
+    t = TERNARY_KINDS[kind](rng, lead + (d_in,)).astype(np.int8)
     return Case(f"{kind}, d_in = {d_in}", {"t": t})
 
 
