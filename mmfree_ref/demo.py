@@ -41,7 +41,7 @@ class DemoSetup:
 PROMPTS = ("Return the ", "If the file ", "This module provides ")
 
 
-def _steps_for(minutes, setup, config, params, batches):
+def _steps_for(minutes, config, params, batches):
     """How many steps fit in `minutes`, from the time of two measured steps (the first warms up)."""
     rng = np.random.default_rng(12345)
     loss_and_grads(params, config, batches(rng))
@@ -80,7 +80,7 @@ def run_demo(minutes=3.5, out="mmfree-demo", seed=0, setup=DemoSetup(), progress
     params = {k: v.astype(dtype) for k, v in init_params(config, seed).items()}
     batches = corpus.batch_sampler(train_tokens, setup.batch_size, setup.seq_len)
     val_ids = corpus.eval_windows(val_tokens, setup.seq_len, setup.val_windows)
-    steps, step_s = _steps_for(minutes, setup, config, params, batches)
+    steps, step_s = _steps_for(minutes, config, params, batches)
     print(f"corpus: {len(tokens):,} byte tokens (Python's docstrings), unigram entropy "
           f"{entropy:.3f} nats; model: d={config.hidden_size}, L={config.num_hidden_layers}, "
           f"{sum(v.size for v in params.values()):,} parameters; {steps} steps of "
