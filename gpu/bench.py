@@ -54,7 +54,7 @@ def bench_gemv(rng, n, k, n_tok, copy_gbps, fp16):
     rows = []
     p0 = pack_gemv(t)
     n_sets = rotations(p0.nbytes, cap=8)
-    packs = [p0.words.view(np.int64)] + [_random_linear(rng, n, k).words for _ in range(n_sets - 1)]
+    packs = [p0.words.view(np.int32)] + [_random_linear(rng, n, k).words for _ in range(n_sets - 1)]
     kern, grid, block = gemv.gemv_packed_launcher(n_tok, n, p0.words.shape[1])
 
     def packed(i, s):

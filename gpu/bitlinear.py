@@ -56,7 +56,7 @@ def ternary_accumulate(q, t, version="packed"):
     ones = cuda.to_device(np.ones((1, m), np.float32))
     if version == "packed":
         kernel, grid, block = gemv.gemv_packed_launcher(m, d_out, packed.words.shape[1])
-        kernel[grid, block](packed.words.view(np.int64), words.reshape(1, *words.shape), ones,
+        kernel[grid, block](packed.words.view(np.int32), words.reshape(1, *words.shape), ones,
                             ones[0, :1], d_out, gemv.ACC, dummy_f, acc)
     else:
         kernel, grid, block = gemm.gemm_launcher(m, d_out)
@@ -88,7 +88,7 @@ def bitlinear_int(x, weight, norm_weight, version=None):
     sw = cuda.to_device(np.array([scale_w], np.float32))
     if version == "packed":
         kernel, grid, block = gemv.gemv_packed_launcher(m, d_out, packed.words.shape[1])
-        kernel[grid, block](packed.words.view(np.int64), words.reshape(1, *words.shape), sx, sw,
+        kernel[grid, block](packed.words.view(np.int32), words.reshape(1, *words.shape), sx, sw,
                             d_out, gemv.STORE, y, dummy_i)
     else:
         kernel, grid, block = gemm.gemm_launcher(m, d_out)

@@ -27,21 +27,24 @@ STORE, ACC = 0, 2
 
 @cuda.jit
 def gemm_tiled_kernel(act, words, sx, sw, mode, out_f, out_i):
-    """act (M, 8*n64) int32 words, words (N, n64) int64 -> out (M, N) per `mode`."""
+    """act (M, 8*n64) int32 words (gpu/quantize.py layout), words (N, n64) int64 -> out (M, N)
+    per `mode`."""
     sh_a = cuda.shared.array((TILE, 8), np.int32)
     sh_w = cuda.shared.array(TILE, np.int64)
     tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
     tid = ty * T + tx
     m0, n0 = cuda.blockIdx.y * TILE, cuda.blockIdx.x * TILE
     n_rows, n_cols, n64 = act.shape[0], words.shape[0], words.shape[1]
+    n128 = act.shape[1] // 16
     acc = cuda.local.array((2, 2), np.int32)
     for i in range(2):
         for j in range(2):
             acc[i, j] = 0
     for k in range(n64):
         for idx in range(tid, TILE * 8, T * T):
-            r, c = idx // 8, idx % 8
-            sh_a[r, c] = act[m0 + r, c * n64 + k] if m0 + r < n_rows else 0
+            r, c = idx // 8, idx % 8          # c = 4 e + s: half e of word k, code group s
+            pos = ((2 * (k % 2) + c // 4) * n128 + k // 2) * 4 + c % 4
+            sh_a[r, c] = act[m0 + r, pos] if m0 + r < n_rows else 0
         for idx in range(tid, TILE, T * T):
             sh_w[idx] = words[n0 + idx, k] if n0 + idx < n_cols else 0
         cuda.syncthreads()

@@ -6,22 +6,24 @@
 Versions (the benchmark prints them side by side; the tests check both):
   1. gemv_naive   unpacked int8 weights (R, d_in), natural int8 q; one warp per row, lanes stride
                   over d_in, one multiply-add per weight, shared-memory reduction.
-  2. gemv_packed  2-bit weights in the GEMV layout of gpu/packing.py (uint64 word k of a row holds
-                  weights 32k..32k+31, weight j at bits 2*(j % 32)) and the permuted int32
-                  activation words of gpu/quantize.py. LPR lanes share a row; each lane streams
-                  words k, k + LPR, ... four at a time, software-pipelined (eight 8-byte loads
-                  in flight per thread; v1 of this kernel kept two and reached ~45% of the copy
-                  bandwidth, gpu/results). Per 16-weight half h:
+  2. gemv_packed  2-bit weights in the GEMV layout of gpu/packing.py, read as 16-byte chunks of
+                  64 weights (int32 word h of chunk K: weights 64K + 16h .. + 15 at bits 2m),
+                  and int32 activation words in the gpu/quantize.py layout. LPR lanes share a
+                  row; lane l streams chunks l, l + LPR, ..., two at a time, software-pipelined
+                  (four 16-byte loads in flight per thread), through the 16-byte load
+                  intrinsics of gpu/intrinsics.py. Per 16-weight word h of a chunk:
                       x = half & 0x33333333, y = (half >> 2) & 0x33333333
                   put the codes of weights (0,2,4,6 | 8,10,12,14) and (1,3,5,7 | 9,11,13,15) in
                   the low bits of nibbles; one byte-permute `prmt(0x00FF0100, 0, nibbles)` turns
                   four codes into four int8 weights (00 -> 0, 01 -> +1, 10 -> -1: the table's
-                  bytes 0, 1, 2), and one dp4a multiplies them with four activations:
-                      acc = dp4a(prmt(LUT, 0, sel_s), A[4h + s], acc),  s = 0..3
+                  bytes 0, 1, 2), and one dp4a multiplies them with four activations, the four
+                  activation words being one 16-byte load:
+                      acc = dp4a(prmt(LUT, 0, sel_s), A[h, K, s], acc),  s = 0..3
                   4 logic ops + 4 prmt per 16 weights, shared by all tokens, + 4 dp4a per token.
-                  (v0, measured once and replaced: byte masks and two dp4a per 4 weights,
-                  value = c - 3m; on the H100 it ran at the same speed as the byte-permute
-                  version with two loads in flight: the loads, not the ALU, were the limit.)
+                  History (gpu/results, docs/benchmarks.md): v0 byte masks and two dp4a per 4
+                  weights; v1/v2 8-byte words and 4-byte activation loads, whose 64-bit address
+                  arithmetic made ~175 SASS instructions per 8 weight bytes (instruction-bound,
+                  <= 45% of the copy bandwidth); v5 16-byte loads, ~41 per 8 bytes.
 Segments: the model stacks projections that read different activations (i, f, g of the MLGRU)
 into one launch: row r uses activation set p = r // seg_rows, scales sx[p, b] and sw[p].
 Epilogue modes: STORE (out = y), ADD (out += y, the residual connection), ACC (out_i = acc).
@@ -31,13 +33,14 @@ import numpy as np
 from numba import cuda
 
 from .common import SIMULATOR
-from .intrinsics import dp4a, prmt
+from .intrinsics import dp4a, ld4, ldg4, prmt
 
 STORE, ADD, ACC = 0, 1, 2
 TPB = 32 if SIMULATOR else 256      # threads per block
 MAX_TOKENS = 8
 LUT = np.int32(0x00FF0100)          # bytes: code 00 -> 0, 01 -> +1, 10 -> -1 (0xFF), 11 -> 0
 ZERO = np.int32(0)
+M2 = np.int32(0x33333333)          # the low two bits of every nibble
 
 
 @cuda.jit
@@ -63,55 +66,72 @@ def gemv_naive_kernel(t, q, acc):
             acc[b, row] = s
 
 
-@cuda.jit(device=True)
-def dot_word(w, act, p, k, n_tok, acc):
-    """acc[b] += dot(packed word w (32 weights, word k of its row), its 8 activation words
-    act[p, b, j * n64 + k], j = 0..7 (gpu/quantize.py layout)) for every token b: the four
-    byte-permutes per half-word are done once and reused by all tokens."""
-    n64 = act.shape[2] // 8
-    for e in range(2):
-        half = (w >> (32 * e)) & 0xFFFFFFFF
-        x = half & 0x33333333
-        y = (half >> 2) & 0x33333333
+def make_row_streamer(n_tok):
+    """Device functions for n_tok tokens (a compile-time constant, so that acc stays in
+    registers): first_chunks(w32, row, k, lpr) -> the lane's first two chunks, and
+    stream_row(w32, act, abase, tstride, row, lane, lpr, acc, first two chunks):
+    acc[b] += this lane's share of dot(row, activations of token b at act.flat[abase +
+    b * tstride ...]) for b < n_tok. w32: (R, 4 n128) int32 view of the packed words, a row
+    being n128 16-byte chunks of 64 weights (word h of chunk K: weights 64K + 16h .. + 15 at
+    bits 2m); act: int32 words in the gpu/quantize.py layout, global or shared memory.
+
+    Lane l streams chunks l, l + lpr, ... two at a time, software pipelined: the next two are
+    requested before the current two are used (four 16-byte loads in flight per thread)."""
+
+    @cuda.jit(device=True)
+    def dot_half(half, act, a_off, acc):
+        # codes of weights 0,2,..,14 and 1,3,..,15 in the low bits of the nibbles
+        x = half & M2
+        y = (half >> 2) & M2
         v0, v1 = prmt(LUT, ZERO, x), prmt(LUT, ZERO, y)
         v2, v3 = prmt(LUT, ZERO, x >> 16), prmt(LUT, ZERO, y >> 16)
-        base = 4 * e * n64 + k
         for b in range(n_tok):
-            a = dp4a(v0, act[p, b, base], acc[b])
-            a = dp4a(v1, act[p, b, base + n64], a)
-            a = dp4a(v2, act[p, b, base + 2 * n64], a)
-            acc[b] = dp4a(v3, act[p, b, base + 3 * n64], a)
+            a0, a1, a2, a3 = ld4(act, a_off[b])
+            acc[b] = dp4a(v3, a3, dp4a(v2, a2, dp4a(v1, a1, dp4a(v0, a0, acc[b]))))
 
+    @cuda.jit(device=True)
+    def dot_chunk(c0, c1, c2, c3, act, abase, tstride, k, n128, acc):
+        a_off = cuda.local.array(MAX_TOKENS, np.int64)
+        for b in range(n_tok):
+            a_off[b] = abase + b * tstride + 4 * k
+        dot_half(c0, act, a_off, acc)
+        for b in range(n_tok):
+            a_off[b] += 4 * n128
+        dot_half(c1, act, a_off, acc)
+        for b in range(n_tok):
+            a_off[b] += 4 * n128
+        dot_half(c2, act, a_off, acc)
+        for b in range(n_tok):
+            a_off[b] += 4 * n128
+        dot_half(c3, act, a_off, acc)
 
-@cuda.jit(device=True)
-def load4(words, row, k, lpr, n):
-    """Words k, k + lpr, k + 2 lpr, k + 3 lpr of a row (0 past the end): four loads in flight."""
-    z = words[row, 0] * 0
-    return (words[row, k] if k < n else z, words[row, k + lpr] if k + lpr < n else z,
-            words[row, k + 2 * lpr] if k + 2 * lpr < n else z,
-            words[row, k + 3 * lpr] if k + 3 * lpr < n else z)
+    @cuda.jit(device=True)
+    def load_chunk(w32, rbase, k, n128):
+        if k < n128:
+            return ldg4(w32, rbase + 4 * k)
+        return ZERO, ZERO, ZERO, ZERO
 
+    @cuda.jit(device=True)
+    def first_chunks(w32, row, k, lpr):
+        n128 = w32.shape[1] // 4
+        rbase = row * w32.shape[1]
+        return load_chunk(w32, rbase, k, n128) + load_chunk(w32, rbase, k + lpr, n128)
 
-@cuda.jit(device=True)
-def stream_row(words, act, row, p, lane, lpr, n_tok, acc, w0, w1, w2, w3):
-    """acc[b] += this lane's share of dot(row, act[p, b]), given the lane's first four words.
+    @cuda.jit(device=True)
+    def stream_row(w32, act, abase, tstride, row, lane, lpr, acc, c):
+        n128 = w32.shape[1] // 4
+        rbase = row * w32.shape[1]
+        k = lane
+        while k < n128:
+            kn = k + 2 * lpr
+            nxt = load_chunk(w32, rbase, kn, n128) + load_chunk(w32, rbase, kn + lpr, n128)
+            dot_chunk(c[0], c[1], c[2], c[3], act, abase, tstride, k, n128, acc)
+            if k + lpr < n128:
+                dot_chunk(c[4], c[5], c[6], c[7], act, abase, tstride, k + lpr, n128, acc)
+            c = nxt
+            k = kn
 
-    Software pipelined: the next four words are requested before the current four are used, so
-    eight 8-byte loads per thread are in flight (DRAM latency x bandwidth needs ~16 KB per SM)."""
-    n = words.shape[1]
-    k = lane
-    while k < n:
-        kn = k + 4 * lpr
-        n0, n1, n2, n3 = load4(words, row, kn, lpr, n)
-        dot_word(w0, act, p, k, n_tok, acc)
-        if k + lpr < n:
-            dot_word(w1, act, p, k + lpr, n_tok, acc)
-        if k + 2 * lpr < n:
-            dot_word(w2, act, p, k + 2 * lpr, n_tok, acc)
-        if k + 3 * lpr < n:
-            dot_word(w3, act, p, k + 3 * lpr, n_tok, acc)
-        w0, w1, w2, w3 = n0, n1, n2, n3
-        k = kn
+    return first_chunks, stream_row
 
 
 @cuda.jit(device=True)
@@ -156,9 +176,10 @@ def epilogue(s, b, row, p, sx, sw, mode, out_f, out_i):
 def make_gemv_packed(n_tok, lpr):
     """The packed GEMV kernel for n_tok tokens (a compile-time constant) and lpr lanes per row."""
     rows_per_block = TPB // lpr
+    first_chunks, stream_row = make_row_streamer(n_tok)
 
     @cuda.jit
-    def gemv_packed_kernel(words, act, sx, sw, seg_rows, mode, out_f, out_i):
+    def gemv_packed_kernel(w32, act, sx, sw, seg_rows, mode, out_f, out_i):
         sh = cuda.shared.array((MAX_TOKENS, TPB), np.int32)
         tid = cuda.threadIdx.x
         lane = tid % lpr
@@ -166,13 +187,14 @@ def make_gemv_packed(n_tok, lpr):
         acc = cuda.local.array(MAX_TOKENS, np.int32)
         for b in range(n_tok):
             acc[b] = 0
-        p = min(row, words.shape[0] - 1) // seg_rows
-        if row < words.shape[0]:
-            w0, w1, w2, w3 = load4(words, row, lane, lpr, words.shape[1])
-            stream_row(words, act, row, p, lane, lpr, n_tok, acc, w0, w1, w2, w3)
+        p = min(row, w32.shape[0] - 1) // seg_rows
+        if row < w32.shape[0]:
+            c = first_chunks(w32, row, lane, lpr)
+            stream_row(w32, act, p * act.shape[1] * act.shape[2], act.shape[2], row, lane,
+                       lpr, acc, c)
         for b in range(n_tok):
             s = lane_sum(acc[b], sh, b, lpr)
-            if lane == 0 and row < words.shape[0]:
+            if lane == 0 and row < w32.shape[0]:
                 epilogue(s, b, row, p, sx, sw, mode, out_f, out_i)
 
     return gemv_packed_kernel

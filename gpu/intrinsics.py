@@ -67,3 +67,53 @@ else:
             return builder.call(asm, args)
 
         return sig, codegen
+
+
+# ---- 128-bit loads ---------------------------------------------------------------------------
+# ldg4(a, i) / ld4(a, i): the four 32-bit elements a.flat[i .. i+3] of a C-contiguous int32
+# array in global memory / in global or shared memory (a generic address), as one vector load (i a multiple of 4, the data 16-byte
+# aligned). Numba has no vector loads, and four scalar loads cost four address computations in
+# 64-bit arithmetic: in the packed GEMV these, not the weight decode, were most of the
+# instructions per weight byte (SASS of v2: ~175 instructions per 8-byte weight word).
+# ldg4 reads through the non-coherent (read-only) path: the weights never change during a kernel.
+# ld4 is marked as having side effects so that the compiler cannot move it across a barrier
+# (shared memory written by other threads before cuda.syncthreads()).
+
+def ld4_py(a, i):
+    """Reference 128-bit load: the four int32 values a.flat[i .. i+3]."""
+    flat = a.reshape(-1)
+    return (np.int32(flat[i]), np.int32(flat[i + 1]), np.int32(flat[i + 2]),
+            np.int32(flat[i + 3]))
+
+
+if SIMULATOR:
+    ldg4 = ld4_py
+    ld4 = ld4_py
+else:
+    def _make_ld4(asm_text, volatile):
+        @intrinsic
+        def ld4(typingctx, a, i):
+            if not isinstance(a, types.Array) or a.dtype != types.int32 or a.layout != "C":
+                return None
+            sig = types.UniTuple(types.int32, 4)(a, i)
+
+            def codegen(context, builder, signature, args):
+                aty, ity = signature.args
+                arr = context.make_array(aty)(context, builder, args[0])
+                idx = context.cast(builder, args[1], ity, types.intp)
+                ptr = builder.gep(arr.data, [idx])
+                addr = builder.ptrtoint(ptr, ir.IntType(64))
+                i32 = ir.IntType(32)
+                fnty = ir.FunctionType(ir.LiteralStructType([i32] * 4), [ir.IntType(64)])
+                asm = ir.InlineAsm(fnty, asm_text, "=r,=r,=r,=r,l", side_effect=volatile)
+                res = builder.call(asm, [addr])
+                vals = [builder.extract_value(res, k) for k in range(4)]
+                return context.make_tuple(builder, signature.return_type, vals)
+
+            return sig, codegen
+
+        return ld4
+
+    ldg4 = _make_ld4("{ .reg .u64 g; cvta.to.global.u64 g, $4; "
+                     "ld.global.nc.v4.u32 {$0, $1, $2, $3}, [g]; }", False)
+    ld4 = _make_ld4("ld.v4.u32 {$0, $1, $2, $3}, [$4];", True)

@@ -35,11 +35,11 @@ F32 = np.float32
 
 
 class _Linear:
-    """A (stacked) packed BitLinear: words (R, n64) int64 view, scales (P,), norm weights (P, d)."""
+    """A (stacked) packed BitLinear: words (R, 2 n64) int32 view, scales (P,), norm weights (P, d)."""
 
     def __init__(self, packed, scales, norm_weights):
         self.packed = packed
-        self.words = packed.words.view(np.int64)
+        self.words = packed.words.view(np.int32)
         self.sw = cuda.to_device(np.asarray(scales, F32))
         self.post_w = cuda.to_device(np.ascontiguousarray(np.stack(norm_weights), F32))
         self.n_sets = len(scales)
@@ -200,7 +200,7 @@ class GPUDecoder:
 
     def _stage(self, s, lin, mode, x, pre_w, pre_eps, state, layer, out_mode, out, copy_to=None):
         b = self._batch
-        kernel, grid, block = decode.stage_launcher(b, lin.packed.d_out, lin.words.shape[1],
+        kernel, grid, block = decode.stage_launcher(b, lin.packed.d_out, lin.packed.words.shape[1],
                                                     lin.n_sets, lin.packed.d_in, mode)
         dummy = self._dummy
         lb = layer["lb"] if layer is not None else dummy[0]

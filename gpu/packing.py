@@ -7,8 +7,8 @@ Packing runs along the last axis (d_in, the reduction axis); pad weights are cod
 Two row strides:
 - the export layout: ceil(d_in / 4) bytes per row, byte for byte what mmfree_ref writes;
 - the GEMV layout (`pack_gemv`): the same bytes, each row padded with zero codes to a multiple
-  of 8 bytes and read as little-endian uint64 words: weight j in word j // 32 at bits
-  2*(j % 32). The first ceil(d_in / 4) bytes of every row equal the export row exactly.
+  of 16 bytes and read as little-endian uint64 words: weight j in word j // 32 at bits
+  2*(j % 32). The GEMV reads a row as 16-byte chunks of 64 weights (gpu/gemv.py). The first ceil(d_in / 4) bytes of every row equal the export row exactly.
 
 Kernels (one thread per output element):
   pack_kernel     t (R, d_in) int8 -> packed (R, row_bytes) uint8
@@ -28,8 +28,9 @@ TPB = 256  # threads per block of the element-wise kernels
 
 
 def words_per_row(d_in):
-    """uint64 words per row in the GEMV layout (32 weights per word)."""
-    return (d_in + 31) // 32
+    """uint64 words per row in the GEMV layout (32 weights per word), padded to an even number
+    so that every row is whole 16-byte chunks of 64 weights (the GEMV's vector loads)."""
+    return 2 * ((d_in + 63) // 64)
 
 
 @cuda.jit

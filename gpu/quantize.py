@@ -12,14 +12,16 @@ n * scale by a few ulps and can flip q by 1 only where n * scale lies that close
 Layout: one block per token (row); each thread owns 16-element groups g = tid, tid + TPB, ...
 Outputs: q (M, D) int8 in natural order, scale (M,) and, for the GEMV, the same q as int32
 "activation words" in the permuted order the packed GEMV consumes (gpu/gemv.py):
-    the word for 16-element group h (h = 2k + e: half e of packed weight word k) and code
-    group s holds, in byte lanes i = 0..3, q[16*h + 8*(s // 2) + 2*i + s % 2]
+    the word for 16-element group g and code group s holds, in byte lanes i = 0..3,
+    q[16*g + 8*(s // 2) + 2*i + s % 2]
 (s: which of the four nibble-spaced code groups the GEMV's byte-permute decodes, gpu/gemv.py),
-stored at position (4*e + s) * n64 + k with n64 = act_words(D) / 8: "structure of arrays", so
-that GEMV lanes reading consecutive weight words k read consecutive activation words (v2 of the
-layout; v1 stored the 8 words of a weight word together, 32 bytes apart between lanes, and the
-GEMV was limited by those strided loads to ~45% of the copy bandwidth). Rows are padded with
-q = 0 to a multiple of 32 elements (act_words(D) words).
+stored at word position ((g % 4) * n128 + g // 4) * 4 + s, n128 = act_words(D) / 16: group g is
+32-bit word h = g % 4 of weight chunk K = g // 4 (64 weights, one 16-byte load), and the four
+words a chunk's word h needs are one 16-byte load too, at consecutive addresses for the
+consecutive chunks of neighbouring GEMV lanes (no shared-memory bank conflicts). (v1 of the
+layout stored the 8 words of a uint64 weight word together, 32 bytes apart between lanes; v2
+used 4-byte loads, and their 64-bit address arithmetic was most of the GEMV's instructions.)
+Rows are padded with q = 0 to a multiple of 64 elements (act_words(D) words).
 Block reductions: warp shuffles then one shared-memory step on the GPU (a tree sum); under the
 simulator, which has no shuffles, thread 0 adds the partials in order.
 Versions: absmax_int8 (quantize only), rmsnorm_absmax_int8 (fused, one pass over the row per
@@ -39,8 +41,8 @@ TPB = 32 if SIMULATOR else 256   # threads per block; the simulator pays per thr
 
 
 def act_words(d):
-    """int32 activation words per token for d elements (padded to a multiple of 32 elements)."""
-    return 8 * ((d + 31) // 32)
+    """int32 activation words per token for d elements (padded to a multiple of 64 elements)."""
+    return 16 * ((d + 63) // 64)
 
 
 def element_of(g, s, i):
@@ -53,14 +55,14 @@ def _element_of(g, s, i):
     return 16 * g + 8 * (s // 2) + 2 * i + s % 2
 
 
-def word_position(g, s, n64):
+def word_position(g, s, n128):
     """Position of the activation word of group g, code group s (layout above)."""
-    return (4 * (g % 2) + s) * n64 + g // 2
+    return ((g % 4) * n128 + g // 4) * 4 + s
 
 
 @cuda.jit(device=True)
-def _word_position(g, s, n64):
-    return (4 * (g % 2) + s) * n64 + g // 2
+def _word_position(g, s, n128):
+    return ((g % 4) * n128 + g // 4) * 4 + s
 
 
 @cuda.jit(device=True)
@@ -131,6 +133,61 @@ block_max = _block_max_sim if SIMULATOR else _block_max_gpu
 
 
 @cuda.jit(device=True)
+def _warp_partials(red, k, v, is_max):
+    """Row k of red gets the warp's sum (or max) of v in column `warp` (shuffles; GPU)."""
+    for off in (16, 8, 4, 2, 1):
+        o = cuda.shfl_xor_sync(0xFFFFFFFF, v, off)
+        v = max(v, o) if is_max else v + o
+    if cuda.threadIdx.x % 32 == 0:
+        red[k, cuda.threadIdx.x // 32] = v
+
+
+@cuda.jit(device=True)
+def _fold(red, k, n, is_max):
+    """red[k, 0] op red[k, 1] op ... red[k, n - 1], in this order (the same in every block)."""
+    v = red[k, 0]
+    for w in range(1, n):
+        v = max(v, red[k, w]) if is_max else v + red[k, w]
+    return v
+
+
+@cuda.jit(device=True)
+def _block_sum2_any(red, a, b):
+    """(sum of a, sum of b) over the block, one barrier pair for both; red: (>= 2, TPB)."""
+    if SIMULATOR:
+        red[0, cuda.threadIdx.x] = a
+        red[1, cuda.threadIdx.x] = b
+        n = TPB
+    else:
+        _warp_partials(red, 0, a, False)
+        _warp_partials(red, 1, b, False)
+        n = TPB // 32
+    cuda.syncthreads()
+    a, b = _fold(red, 0, n, False), _fold(red, 1, n, False)
+    cuda.syncthreads()
+    return a, b
+
+
+@cuda.jit(device=True)
+def _block_max4_any(red, m):
+    """m[k] <- max of m[k] over the block for k = 0..3, one barrier pair; red: (4, TPB)."""
+    for k in range(4):
+        if SIMULATOR:
+            red[k, cuda.threadIdx.x] = m[k]
+        else:
+            _warp_partials(red, k, m[k], True)
+    cuda.syncthreads()
+    n = TPB if SIMULATOR else TPB // 32
+    for k in range(4):
+        m[k] = _fold(red, k, n, True)
+    cuda.syncthreads()
+
+
+block_sum2 = _block_sum2_any
+block_max4 = _block_max4_any
+
+
+@cuda.jit(device=True)
 def round_clip_int8(v):
     """round_half_away_from_zero(v) clipped to [-128, 127], as an int (v finite)."""
     a = abs(v)
@@ -156,7 +213,7 @@ def write_group(row, g, n_valid, scale, q_nat, q_words, b):
             word |= (qi & 0xFF) << (8 * i)
         if word >= 2**31:
             word -= 2**32
-        q_words[b, _word_position(g, s, q_words.shape[1] // 8)] = word
+        q_words[b, _word_position(g, s, q_words.shape[1] // 16)] = word
 
 
 def _make_kernels(dtype):
@@ -265,7 +322,7 @@ def words_kernel(q, q_words):
                 word |= (np.int32(q[b, j]) & 0xFF) << (8 * k)
         if word >= 2**31:
             word -= 2**32
-        q_words[b, _word_position(g, s, q_words.shape[1] // 8)] = word
+        q_words[b, _word_position(g, s, q_words.shape[1] // 16)] = word
 
 
 def words_from_q(q):

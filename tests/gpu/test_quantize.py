@@ -34,10 +34,10 @@ def unpermute(words, d):
     m = words.shape[0]
     lanes = words.view(np.int8).reshape(m, -1, 4)         # little-endian: lane i = byte i
     q = np.zeros((m, act_words(d) * 4), np.int8)
-    n64 = act_words(d) // 8
+    n128 = act_words(d) // 16
     for g in range(act_words(d) // 4):
         for s in range(4):
-            w = word_position(g, s, n64)
+            w = word_position(g, s, n128)
             for i in range(4):
                 q[:, element_of(g, s, i)] = lanes[:, w, i]
     return q[:, :d]
