@@ -45,7 +45,7 @@ from mmfree_ref.quantize import ACT_FLOOR
 
 from .common import SIMULATOR
 from .gemv import ADD, MAX_TOKENS, STORE, lane_sum, lanes_per_row, make_row_streamer
-from .quantize import act_words, block_max4, block_sum2
+from .quantize import ROUND_CLIP_INT8, act_words, block_max4, block_sum2
 
 NORM2, MLGRU, GLU = 0, 1, 2
 TPB = 32 if SIMULATOR else 256
@@ -56,22 +56,8 @@ ALIGN = None if SIMULATOR else 16     # 16-byte loads of the activation words (n
 BLOCKS_PER_SM = 2                # persistent grid (see _max_blocks)
 F32 = np.float32
 EPS_BL, FLOOR, C127 = F32(BITLINEAR_EPS), F32(ACT_FLOOR), F32(127)
-ONE, ZERO_F, HALF = F32(1), F32(0), F32(0.5)
-MAGIC = F32(12582912.0)          # 1.5 * 2^23
-
-
-@cuda.jit(device=True)
-def round_clip_int8_f32(v):
-    """round_half_away_from_zero(v) clipped to [-128, 127] for float32 v, in float32 arithmetic
-    and one conversion (quantize.round_clip_int8 works in the input's precision through
-    64-bit conversions: four slow-pipe instructions per element and set in v3's prologue)."""
-    a = min(abs(v), F32(128))
-    r = (a + MAGIC) - MAGIC                 # round half to even (0 <= a < 2^22)
-    if a - r == HALF:                       # a tie rounded down: away from zero instead
-        r += ONE
-    q = np.int32(r)
-    q = q if v >= ZERO_F else -q
-    return min(127, max(-128, q))
+ONE, ZERO_F = F32(1), F32(0)
+round_clip_int8 = ROUND_CLIP_INT8[np.dtype(F32)]
 
 
 @cuda.jit(device=True)
@@ -228,7 +214,7 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode):
                     word = 0
                     for i in range(4):
                         jc = min(16 * g + 8 * (e // 2) + 2 * i + e % 2, d_in - 1)
-                        qi = round_clip_int8_f32((vs[i] * post_w[k, jc]) * m[k])
+                        qi = round_clip_int8((vs[i] * post_w[k, jc]) * m[k])
                         word |= (qi & 0xFF) << (8 * i)
                     if word >= 2**31:
                         word -= 2**32

@@ -42,38 +42,32 @@ else:
     from numba import types
     from numba.cuda.extending import intrinsic
 
-    @intrinsic
-    def dp4a(typingctx, a, b, c):
-        sig = types.int32(a, b, c)   # any integer arguments; truncated to 32 bits below
+    def _make_asm3(asm_text):
+        """An intrinsic f(a, b, c) -> int32 running one PTX instruction on three 32-bit
+        registers (integer arguments of any width, truncated to 32 bits)."""
+        @intrinsic
+        def asm3(typingctx, a, b, c):
+            sig = types.int32(a, b, c)
 
-        def codegen(context, builder, signature, args):
-            args = [context.cast(builder, v, t, types.int32)
-                    for v, t in zip(args, signature.args)]
-            fnty = ir.FunctionType(ir.IntType(32), [ir.IntType(32)] * 3)
-            asm = ir.InlineAsm(fnty, "dp4a.s32.s32 $0, $1, $2, $3;", "=r,r,r,r")
-            return builder.call(asm, args)
+            def codegen(context, builder, signature, args):
+                args = [context.cast(builder, v, t, types.int32)
+                        for v, t in zip(args, signature.args)]
+                fnty = ir.FunctionType(ir.IntType(32), [ir.IntType(32)] * 3)
+                return builder.call(ir.InlineAsm(fnty, asm_text, "=r,r,r,r"), args)
 
-        return sig, codegen
+            return sig, codegen
 
-    @intrinsic
-    def prmt(typingctx, a, b, sel):
-        sig = types.int32(a, b, sel)
+        return asm3
 
-        def codegen(context, builder, signature, args):
-            args = [context.cast(builder, v, t, types.int32)
-                    for v, t in zip(args, signature.args)]
-            fnty = ir.FunctionType(ir.IntType(32), [ir.IntType(32)] * 3)
-            asm = ir.InlineAsm(fnty, "prmt.b32 $0, $1, $2, $3;", "=r,r,r,r")
-            return builder.call(asm, args)
-
-        return sig, codegen
+    dp4a = _make_asm3("dp4a.s32.s32 $0, $1, $2, $3;")
+    prmt = _make_asm3("prmt.b32 $0, $1, $2, $3;")
 
 
 # ---- 128-bit loads ---------------------------------------------------------------------------
 # ldg4(a, i) / ld4(a, i): the four 32-bit elements a.flat[i .. i+3] of a C-contiguous int32
-# array in global memory / in global or shared memory (a generic address), as one vector load (i a multiple of 4, the data 16-byte
-# aligned). Numba has no vector loads, and four scalar loads cost four address computations in
-# 64-bit arithmetic: in the packed GEMV these, not the weight decode, were most of the
+# array in global memory / in global or shared memory (a generic address), as one vector load
+# (i a multiple of 4, the data 16-byte aligned). Numba has no vector loads, and four scalar
+# loads cost four address computations in 64-bit arithmetic: in the packed GEMV these, not the weight decode, were most of the
 # instructions per weight byte (SASS of v2: ~175 instructions per 8-byte weight word).
 # ldg4 reads through the non-coherent (read-only) path: the weights never change during a kernel.
 # ld4 is marked as having side effects so that the compiler cannot move it across a barrier

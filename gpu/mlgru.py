@@ -13,7 +13,6 @@ Output gate (`gnorm_silu`, one block per token): y = rmsnorm(g, g_norm, eps) * s
 Precision: float64 in, float64 out; FMA contraction and exp's last bit give a few ulps per step,
 not amplified by gates <= 1: the tests bound by 8 (T + 1) eps times the magnitudes involved.
 """
-import math
 
 import numpy as np
 from numba import cuda
@@ -23,7 +22,7 @@ from mmfree_ref.mlgru import G_NORM_EPS
 
 from .activations import sigmoid, silu, silu_grad
 from .common import empty
-from .quantize import TPB as NORM_TPB, block_sum
+from .quantize import ROW_RSTD, TPB as NORM_TPB
 
 TPB = 128
 
@@ -77,18 +76,14 @@ def gates_scan_backward_kernel(dh, i_pre, f_pre, lb, has_lb, h, h0, has_h0,
 
 
 def _make_gnorm_silu(dtype):
-    F = np.dtype(dtype).type
+    row_rstd = ROW_RSTD[np.dtype(dtype)]
 
     @cuda.jit
     def gnorm_silu_kernel(g, weight, h, eps, y):
         b = cuda.blockIdx.x
-        sh = cuda.shared.array(NORM_TPB, dtype)
-        n = g.shape[1]
-        ss = F(0)
-        for j in range(cuda.threadIdx.x, n, NORM_TPB):
-            ss += g[b, j] * g[b, j]
-        rstd = F(1) / math.sqrt(block_sum(sh, ss) / F(n) + eps)
-        for j in range(cuda.threadIdx.x, n, NORM_TPB):
+        sh = cuda.shared.array((1, NORM_TPB), dtype)
+        rstd = row_rstd(sh, g, b, eps)
+        for j in range(cuda.threadIdx.x, g.shape[1], NORM_TPB):
             y[b, j] = ((g[b, j] * rstd) * weight[j]) * silu(h[b, j])
 
     return gnorm_silu_kernel

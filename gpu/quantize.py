@@ -6,8 +6,9 @@ absmax_int8 (the activation path of mmfree_ref.bitlinear.bitlinear_int):
     scale = 127 / max(max|n|, 1e-5),  q = clip(round_half_away_from_zero(n * scale), -128, 127)
 The arithmetic is done in the input's dtype, in the oracle's order, so `absmax_int8` is exact
 (max is order-free; one IEEE division and one multiply per element, as NumPy does). The fused
-kernel's mean is a tree sum, NumPy's a pairwise sum: rstd may differ in the last bits, which moves
-n * scale by a few ulps and can flip q by 1 only where n * scale lies that close to a .5 tie.
+kernel's mean is a block sum (below), NumPy's a pairwise sum: rstd may differ in the last bits,
+which moves n * scale by a few ulps and can flip q by 1 only where n * scale lies that close to
+a .5 tie.
 
 Layout: one block per token (row); each thread owns 16-element groups g = tid, tid + TPB, ...
 Outputs: q (M, D) int8 in natural order, scale (M,) and, for the GEMV, the same q as int32
@@ -22,8 +23,9 @@ consecutive chunks of neighbouring GEMV lanes (no shared-memory bank conflicts).
 layout stored the 8 words of a uint64 weight word together, 32 bytes apart between lanes; v2
 used 4-byte loads, and their 64-bit address arithmetic was most of the GEMV's instructions.)
 Rows are padded with q = 0 to a multiple of 64 elements (act_words(D) words).
-Block reductions: warp shuffles then one shared-memory step on the GPU (a tree sum); under the
-simulator, which has no shuffles, thread 0 adds the partials in order.
+Block reductions (block_sum, block_max, and block_sum2 / block_max4 for the decode stages): warp
+shuffles on the GPU, then every thread folds the warps' partials in order (the same bits in
+every block); under the simulator, which has no shuffles, the threads' values in order.
 Versions: absmax_int8 (quantize only), rmsnorm_absmax_int8 (fused, one pass over the row per
 reduction, no intermediate in global memory).
 """
@@ -65,76 +67,17 @@ def _word_position(g, s, n128):
     return ((g % 4) * n128 + g // 4) * 4 + s
 
 
-@cuda.jit(device=True)
-def _block_sum_sim(sh, v):
-    """Sum of v over the block (all threads get it); simulator: thread 0 adds the TPB partials in
-    order (2 barriers instead of log2(TPB): each barrier costs ~0.5 ms per simulated thread)."""
-    tid = cuda.threadIdx.x
-    sh[tid] = v
-    cuda.syncthreads()
-    if tid == 0:
-        for k in range(1, TPB):
-            sh[0] += sh[k]
-    cuda.syncthreads()
-    total = sh[0]
-    cuda.syncthreads()
-    return total
+N_PARTIALS = TPB if SIMULATOR else TPB // 32    # entries of a reduction row that are folded
 
 
 @cuda.jit(device=True)
-def _block_max_sim(sh, v):
-    """Max of v over the block (all threads get it); simulator, as _block_sum_sim."""
-    tid = cuda.threadIdx.x
-    sh[tid] = v
-    cuda.syncthreads()
-    if tid == 0:
-        for k in range(1, TPB):
-            sh[0] = max(sh[0], sh[k])
-    cuda.syncthreads()
-    total = sh[0]
-    cuda.syncthreads()
-    return total
-
-
-@cuda.jit(device=True)
-def _block_sum_gpu(sh, v):
-    """Sum of v over the block: shuffles within each warp, then across the warps' partials."""
-    lane, warp = cuda.threadIdx.x % 32, cuda.threadIdx.x // 32
-    for off in (16, 8, 4, 2, 1):
-        v += cuda.shfl_xor_sync(0xFFFFFFFF, v, off)
-    if lane == 0:
-        sh[warp] = v
-    cuda.syncthreads()
-    v = sh[lane] if lane < TPB // 32 else v * 0
-    for off in (16, 8, 4, 2, 1):
-        v += cuda.shfl_xor_sync(0xFFFFFFFF, v, off)
-    cuda.syncthreads()
-    return v
-
-
-@cuda.jit(device=True)
-def _block_max_gpu(sh, v):
-    """Max of v over the block (v >= 0 here): shuffles, then across the warps' partials."""
-    lane, warp = cuda.threadIdx.x % 32, cuda.threadIdx.x // 32
-    for off in (16, 8, 4, 2, 1):
-        v = max(v, cuda.shfl_xor_sync(0xFFFFFFFF, v, off))
-    if lane == 0:
-        sh[warp] = v
-    cuda.syncthreads()
-    v = sh[lane] if lane < TPB // 32 else v * 0
-    for off in (16, 8, 4, 2, 1):
-        v = max(v, cuda.shfl_xor_sync(0xFFFFFFFF, v, off))
-    cuda.syncthreads()
-    return v
-
-
-block_sum = _block_sum_sim if SIMULATOR else _block_sum_gpu
-block_max = _block_max_sim if SIMULATOR else _block_max_gpu
-
-
-@cuda.jit(device=True)
-def _warp_partials(red, k, v, is_max):
-    """Row k of red gets the warp's sum (or max) of v in column `warp` (shuffles; GPU)."""
+def _post(red, k, v, is_max):
+    """Put this thread's share of a block reduction into row k of red (shared, (rows, TPB)):
+    v itself under the simulator, which has no shuffles; on the GPU, from lane 0, the sum (or
+    max) of v over the warp (shuffles)."""
+    if SIMULATOR:
+        red[k, cuda.threadIdx.x] = v
+        return
     for off in (16, 8, 4, 2, 1):
         o = cuda.shfl_xor_sync(0xFFFFFFFF, v, off)
         v = max(v, o) if is_max else v + o
@@ -143,87 +86,125 @@ def _warp_partials(red, k, v, is_max):
 
 
 @cuda.jit(device=True)
-def _fold(red, k, n, is_max):
-    """red[k, 0] op red[k, 1] op ... red[k, n - 1], in this order (the same in every block)."""
+def _fold(red, k, is_max):
+    """red[k, 0] op red[k, 1] op ... op red[k, N_PARTIALS - 1], in this order: every thread of
+    every block gets the same bits (the decode stages rely on it). Two barriers per reduction
+    instead of log2(TPB): each barrier costs ~0.5 ms per simulated thread."""
     v = red[k, 0]
-    for w in range(1, n):
+    for w in range(1, N_PARTIALS):
         v = max(v, red[k, w]) if is_max else v + red[k, w]
     return v
 
 
 @cuda.jit(device=True)
-def _block_sum2_any(red, a, b):
-    """(sum of a, sum of b) over the block, one barrier pair for both; red: (>= 2, TPB)."""
-    if SIMULATOR:
-        red[0, cuda.threadIdx.x] = a
-        red[1, cuda.threadIdx.x] = b
-        n = TPB
-    else:
-        _warp_partials(red, 0, a, False)
-        _warp_partials(red, 1, b, False)
-        n = TPB // 32
+def block_sum(red, v):
+    """Sum of v over the block, given to every thread; red: shared (>= 1, TPB)."""
+    _post(red, 0, v, False)
     cuda.syncthreads()
-    a, b = _fold(red, 0, n, False), _fold(red, 1, n, False)
+    v = _fold(red, 0, False)
+    cuda.syncthreads()
+    return v
+
+
+@cuda.jit(device=True)
+def block_max(red, v):
+    """Max of v over the block, given to every thread; red: shared (>= 1, TPB)."""
+    _post(red, 0, v, True)
+    cuda.syncthreads()
+    v = _fold(red, 0, True)
+    cuda.syncthreads()
+    return v
+
+
+@cuda.jit(device=True)
+def block_sum2(red, a, b):
+    """(sum of a, sum of b) over the block, one barrier pair for both; red: (>= 2, TPB)."""
+    _post(red, 0, a, False)
+    _post(red, 1, b, False)
+    cuda.syncthreads()
+    a, b = _fold(red, 0, False), _fold(red, 1, False)
     cuda.syncthreads()
     return a, b
 
 
 @cuda.jit(device=True)
-def _block_max4_any(red, m):
+def block_max4(red, m):
     """m[k] <- max of m[k] over the block for k = 0..3, one barrier pair; red: (4, TPB)."""
     for k in range(4):
-        if SIMULATOR:
-            red[k, cuda.threadIdx.x] = m[k]
-        else:
-            _warp_partials(red, k, m[k], True)
+        _post(red, k, m[k], True)
     cuda.syncthreads()
-    n = TPB if SIMULATOR else TPB // 32
     for k in range(4):
-        m[k] = _fold(red, k, n, True)
+        m[k] = _fold(red, k, True)
     cuda.syncthreads()
 
 
-block_sum2 = _block_sum2_any
-block_max4 = _block_max4_any
+def _make_round_clip_int8(dtype):
+    F = np.dtype(dtype).type
+    magic = F(1.5 * 2.0 ** np.finfo(dtype).nmant)    # 1.5 * 2^23 (float32), 1.5 * 2^52 (float64)
+
+    @cuda.jit(device=True)
+    def round_clip_int8(v):
+        """round_half_away_from_zero(v) clipped to [-128, 127], as an int (v finite), in the
+        input's precision with one conversion (v4 went through 64-bit integer conversions: four
+        slow-pipe instructions per element, a visible cost in the decode prologue)."""
+        a = min(abs(v), F(128))
+        r = (a + magic) - magic             # round half to even (0 <= a < 2^(nmant - 1))
+        if a - r == F(0.5):                 # a tie rounded down: away from zero instead
+            r += F(1)
+        q = np.int32(r)
+        q = q if v >= F(0) else -q
+        return min(127, max(-128, q))
+
+    return round_clip_int8
 
 
-@cuda.jit(device=True)
-def round_clip_int8(v):
-    """round_half_away_from_zero(v) clipped to [-128, 127], as an int (v finite)."""
-    a = abs(v)
-    whole = int(a)                     # truncation; a - whole is exact
-    r = whole + (1 if a - whole >= 0.5 else 0)
-    r = r if v >= 0 else -r
-    return min(127, max(-128, r))
+def _make_row_rstd(dtype):
+    F = np.dtype(dtype).type
+
+    @cuda.jit(device=True)
+    def row_rstd(red, x, b, eps):
+        """1 / sqrt(mean(x[b, :]^2) + eps), the block's threads striding over the row."""
+        ss = F(0)
+        for j in range(cuda.threadIdx.x, x.shape[1], TPB):
+            ss += x[b, j] * x[b, j]
+        return F(1) / math.sqrt(block_sum(red, ss) / F(x.shape[1]) + eps)
+
+    return row_rstd
 
 
-@cuda.jit(device=True)
-def write_group(row, g, n_valid, scale, q_nat, q_words, b):
-    """Quantize elements 16g .. 16g+15 of `row` (a 1-D float array) with `scale`; write them to
-    q_nat[b, :] (natural order, when q_nat has columns) and as 4 permuted words to q_words[b, :]."""
-    for s in range(4):
-        word = 0
-        for i in range(4):
-            j = _element_of(g, s, i)
-            qi = 0
-            if j < n_valid:
-                qi = round_clip_int8(row[j] * scale)
-                if j < q_nat.shape[1]:
-                    q_nat[b, j] = qi
-            word |= (qi & 0xFF) << (8 * i)
-        if word >= 2**31:
-            word -= 2**32
-        q_words[b, _word_position(g, s, q_words.shape[1] // 16)] = word
+FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+ROUND_CLIP_INT8 = {t: _make_round_clip_int8(t) for t in FLOATS}
+ROW_RSTD = {t: _make_row_rstd(t) for t in FLOATS}
 
 
 def _make_kernels(dtype):
     F = np.dtype(dtype).type
     floor, c127 = F(ACT_FLOOR), F(127)
+    round_clip_int8, row_rstd = ROUND_CLIP_INT8[np.dtype(dtype)], ROW_RSTD[np.dtype(dtype)]
+
+    @cuda.jit(device=True)
+    def write_group(row, g, n_valid, scale, q_nat, q_words, b):
+        """Quantize elements 16g .. 16g+15 of `row` (a 1-D float array) with `scale`; write them to
+        q_nat[b, :] (natural order, when q_nat has columns) and as 4 permuted words to q_words[b, :]."""
+        for s in range(4):
+            word = 0
+            for i in range(4):
+                j = _element_of(g, s, i)
+                qi = 0
+                if j < n_valid:
+                    qi = round_clip_int8(row[j] * scale)
+                    if j < q_nat.shape[1]:
+                        q_nat[b, j] = qi
+                word |= (qi & 0xFF) << (8 * i)
+            if word >= 2**31:
+                word -= 2**32
+            q_words[b, _word_position(g, s, q_words.shape[1] // 16)] = word
+
 
     @cuda.jit
     def absmax_kernel(x, q_nat, q_words, scale):
         b = cuda.blockIdx.x
-        sh = cuda.shared.array(TPB, dtype)
+        sh = cuda.shared.array((1, TPB), dtype)
         d = x.shape[1]
         m = F(0)
         for j in range(cuda.threadIdx.x, d, TPB):
@@ -238,12 +219,9 @@ def _make_kernels(dtype):
     @cuda.jit
     def rmsnorm_absmax_kernel(x, weight, eps, n_out, q_nat, q_words, scale):
         b = cuda.blockIdx.x
-        sh = cuda.shared.array(TPB, dtype)
+        sh = cuda.shared.array((1, TPB), dtype)
         d = x.shape[1]
-        ss = F(0)
-        for j in range(cuda.threadIdx.x, d, TPB):
-            ss += x[b, j] * x[b, j]
-        rstd = F(1) / math.sqrt(block_sum(sh, ss) / F(d) + eps)
+        rstd = row_rstd(sh, x, b, eps)
         m = F(0)
         for j in range(cuda.threadIdx.x, d, TPB):
             n = (x[b, j] * rstd) * weight[j]
@@ -259,8 +237,7 @@ def _make_kernels(dtype):
     return absmax_kernel, rmsnorm_absmax_kernel
 
 
-_KERNELS = {np.dtype(np.float32): _make_kernels(np.float32),
-            np.dtype(np.float64): _make_kernels(np.float64)}
+_KERNELS = {t: _make_kernels(t) for t in FLOATS}
 
 
 def _check_x(x):

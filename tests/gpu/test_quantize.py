@@ -1,19 +1,21 @@
 """gpu/quantize.py against mmfree_ref.quantize / mmfree_ref.rmsnorm.
 
 absmax_int8 is exact (same operations, in the same order, as NumPy: max is order-free, then one
-IEEE division and one multiply per element). The fused RMSNorm's mean is a tree sum where NumPy's
-is pairwise: its rstd can differ by a few ulps, so q may differ by 1 where the oracle's n * scale
-lies within that distance of a .5 tie; everywhere else q is exact (asserted).
+IEEE division and one multiply per element). The fused RMSNorm's mean is a block sum (warp shuffles,
+then the warps' partials in order) where NumPy's is pairwise: its rstd can differ by a few ulps, so q may differ by 1 where the oracle's n * scale
+lies within that distance of a .5 tie; everywhere else q is exact (asserted). The rounding
+itself (round half away from zero, clipped) is checked alone on ties and near-ties.
 """
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 from hypothesis.extra.numpy import arrays
+from numba import cuda
 
 from mmfree_ref.quantize import absmax_int8 as ref_absmax, round_half_away_from_zero
 from mmfree_ref.rmsnorm import rmsnorm as ref_rmsnorm
-from gpu.quantize import (absmax_int8, act_words, element_of, rmsnorm_absmax_int8, word_position,
-                          words_from_q)
+from gpu.quantize import (ROUND_CLIP_INT8, absmax_int8, act_words, element_of, rmsnorm_absmax_int8,
+                          word_position, words_from_q)
 from tests.gpu.helpers import dim, examples
 
 SPECIAL = [0.0, 0.5, -0.5, 1.5, -2.5, 63.5, -63.5, 127.0, -127.0, 1e-30, 3e-6]
@@ -113,3 +115,43 @@ def test_bad_weight_and_eps_rejected():
         rmsnorm_absmax_int8(x, np.ones(3), 1e-6)
     with pytest.raises(ValueError, match="eps"):
         rmsnorm_absmax_int8(x, np.ones(4), 0.0)
+
+
+def _rounded(v):
+    """ROUND_CLIP_INT8[v.dtype] applied on the device, one thread per element."""
+    round_clip = ROUND_CLIP_INT8[v.dtype]
+
+    @cuda.jit
+    def kernel(v, out):
+        i = cuda.grid(1)
+        if i < v.size:
+            out[i] = round_clip(v[i])
+
+    out = cuda.to_device(np.zeros(v.size, np.int32))
+    kernel[(v.size + 31) // 32, 32](cuda.to_device(v), out)
+    return out.copy_to_host()
+
+
+def _round_oracle(v):
+    return np.clip(round_half_away_from_zero(v.astype(np.float64)), -128, 127).astype(np.int32)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_round_clip_int8_ties_and_clipping(dtype):
+    halves = np.arange(-130, 130).astype(dtype) + dtype(0.5)
+    near = np.array([np.nextafter(dtype(0.5), dtype(0)), -np.nextafter(dtype(0.5), dtype(0)),
+                     np.nextafter(dtype(0.5), dtype(1)), np.nextafter(dtype(126.5), dtype(0)),
+                     np.nextafter(dtype(127.5), dtype(0)), -np.nextafter(dtype(127.5), dtype(128)),
+                     1e-30, -0.0, 0.0, 1e9, -1e9, 2.5, 3.5, -2.5, -3.5], dtype)
+    v = np.concatenate([halves, near])
+    np.testing.assert_array_equal(_rounded(v), _round_oracle(v))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@examples(10)
+@given(data=st.data())
+def test_round_clip_int8_random(dtype, data):
+    width = 32 if dtype == np.float32 else 64
+    v = data.draw(arrays(dtype, st.integers(1, 64),
+                         elements=st.floats(-300, 300, width=width, allow_nan=False)))
+    np.testing.assert_array_equal(_rounded(v), _round_oracle(v))
