@@ -1,36 +1,38 @@
 """The fused decode step on the device: reproduces mmfree_ref.decode.decode_step (one token per
 sequence, batch 1..8) with four kernels per layer.
 
-Each BitLinear is one "stage" kernel that does, per block:
-  1. prefetch its first two 16-byte weight chunks per lane (their DRAM latency overlaps step 2);
-  2. prologue: recompute, from the float input vector, everything between the previous
-     projection and this one (norms, gates, recurrence) and its int8 absmax quantization, into
-     shared memory as activation words (gpu/quantize.py layout). Every block computes the same
-     values in the same order (no atomics), so all blocks agree bit for bit. Arithmetic is
-     float32 (expf), the per-element value is kept in shared memory when it fits, and the
-     work is two passes (sums and maxima; words), each thread writing whole words (details at
-     the prologue in make_stage). (v1 of this file computed the activations' exp in float64
-     and recomputed v in every pass: ~15 us of prologue per kernel, 18 ms per 13B step;
-     v2 ran 2 + 2P dependent passes, ~1-1.5 us each at L2 latency; v4 three passes.)
-     This redundant prologue, paid by every block, is now most of a stage's time
-     (docs/benchmarks.md): computing it once per step is the next step.
-  3. the packed GEMV (gpu/gemv.py: byte-permute decode + dp4a, software-pipelined loads);
-  4. epilogue: y = acc / (scale_x * scale_w), stored (STORE) or added to the residual (ADD).
-The grid is persistent (2 blocks per SM): each block does step 2 once, then steps 3-4 for row
-groups blockIdx, blockIdx + gridDim, ... (v2; v1 launched one block per 16 rows, ~1000 blocks
-at 13B, each recomputing the prologue: ~75 us per kernel, mostly L2 traffic of that
-redundant prologue).
-Prologue modes (the oracle's code they reproduce, mmfree_ref/model.py, mlgru.py, glu.py):
+Each BitLinear is one "stage" kernel on a persistent grid (as many blocks as fit on the device
+at once, at most BLOCKS_PER_SM per SM). Every block:
+  1. prefetches its first two 16-byte weight chunks per lane (their DRAM latency overlaps 2-4);
+  2. phase A: computes, for its share of the activation words (word w of token b goes to
+     thread w mod grid-size, four elements each), everything between the previous projection
+     and this one (norms, gates, recurrence): per element the products t p_k (word_terms),
+     kept in registers for step 4, the sums of squares and the absolute maxima, reduced over
+     the block into part[block, b];
+  3. grid barrier (gpu/gridsync.py); every block folds all blocks' partials in the same order
+     (so all blocks get the same bits) into rstd and the int8 scale of each activation set;
+  4. phase B: the same threads turn their words' elements into int8 (round half away from
+     zero, gpu/quantize.py layout) and write the activation words to `actg` (global);
+  5. grid barrier; the packed GEMV (gpu/gemv.py: byte-permute decode + dp4a, software-pipelined
+     16-byte loads) over row groups blockIdx, blockIdx + gridDim, ..., reading actg;
+  6. epilogue: y = acc / (scale_x * scale_w), stored (STORE) or added to the residual (ADD).
+History: v1-v5 of this file had no grid barrier, so every block recomputed steps 2-4 for the
+whole vector in shared memory; that redundant prologue was most of a stage's time (~10 us per
+kernel at 1.3B, 20-60 us at 13B: docs/benchmarks.md, gpu/results/probe_run*.json). v6 (this
+version) computes each element once per step, at the price of two grid barriers per kernel
+(~2.5 us each): a 13B step went from 5.88 to 3.83 ms, 1.3B stayed at 1.37 ms, 370M went from
+0.80 to 1.23 ms (all 264 blocks take part in the barriers, even where few have rows).
+Phase modes (the oracle's code they reproduce, mmfree_ref/model.py, mlgru.py, glu.py):
   NORM2   v = rmsnorm(x, pre_w, pre_eps)                 attn_norm / mlp_norm / model.norm
   MLGRU   [i | f_pre | g] = x;  f = sigmoid(f_pre), f = lb + (1 - lb) f;  c = silu(i) (1 - f)
-          h = f * h_prev + c  (block 0 writes h to h_next);  v = rmsnorm(g, g_norm, 1e-6) * silu(h)
+          h = f * h_prev + c  (written over the layer's state in phase A: phase B reads the h
+          its own thread wrote);  v = rmsnorm(g, g_norm, 1e-6) * silu(h)
   GLU     [gate | u] = x;  v = silu(gate) * u
 then for each activation set p: n = rmsnorm(v, post_w[p], 1e-6) (BitLinear's own norm), q, scale.
 Stages of one layer, on buffers res (B, D) (the residual stream), ifg (B, 3D), gu (B, 2N):
   ifg   NORM2 on res with attn_norm; weights [W_i; W_f; W_g] (3 activation sets) -> ifg (STORE)
   o     MLGRU on ifg and the layer's state;   W_o                    -> res (ADD)
-  gate  NORM2 on res with mlp_norm; W_gate; the grid first copies h_next into the layer's state
-                                                                       -> gu (STORE)
+  gate  NORM2 on res with mlp_norm; W_gate                           -> gu (STORE)
   down  GLU on gu;                             W_down                 -> res (ADD)
 plus `embed` (res = embeddings[ids]) before the layers and `head` (NORM2 with model.norm,
 lm_head) after: 4 L + 2 kernels per token.
@@ -45,15 +47,14 @@ from mmfree_ref.quantize import ACT_FLOOR
 
 from .common import SIMULATOR
 from .gemv import ADD, MAX_TOKENS, STORE, lane_sum, lanes_per_row, make_row_streamer
-from .quantize import ROUND_CLIP_INT8, act_words, block_max4, block_sum2
+from .gridsync import grid_epoch, grid_sync, resident_blocks
+from .quantize import ROUND_CLIP_INT8, _element_of, _word_position, act_words, block_stats
 
 NORM2, MLGRU, GLU = 0, 1, 2
 TPB = 32 if SIMULATOR else 256
-SHARED_BYTES = 48 * 1024         # static shared memory per block without an opt-in
 SH_ACC = (MAX_TOKENS, TPB) if SIMULATOR else (1, 1)
-U = 4                            # prologue elements per thread with loads in flight together
-ALIGN = None if SIMULATOR else 16     # 16-byte loads of the activation words (no alignment in cudasim)
-BLOCKS_PER_SM = 2                # persistent grid (see _max_blocks)
+BLOCKS_PER_SM = 2                # persistent grid (see max_blocks)
+N_STATS = 6                      # per block and token: sum s1, sum s2, max of 4 sets
 F32 = np.float32
 EPS_BL, FLOOR, C127 = F32(BITLINEAR_EPS), F32(ACT_FLOOR), F32(127)
 ONE, ZERO_F = F32(1), F32(0)
@@ -73,157 +74,179 @@ def silu32(x):
 
 
 @cuda.jit(device=True)
-def u_value(mode, x, b, j, d, state, lb, has_lb, h_next, write_h):
-    """The per-element quantity the prologue caches (module docstring): x_j (NORM2), silu(h_j)
-    (MLGRU; h_j goes to h_next when write_h), silu(gate_j) * u_j = v_j (GLU). float32."""
+def u_value(mode, x, b, j, d, state, lb, has_lb, update):
+    """The per-element quantity of the phases (module docstring): x_j (NORM2), silu(h_j)
+    (MLGRU; with update, h_j is computed from the state and written over it, else read back
+    from it), silu(gate_j) * u_j = v_j (GLU). float32."""
     if mode == NORM2:
         return x[b, j]
     if mode == GLU:
         return silu32(x[b, j]) * x[b, d + j]
+    if not update:
+        return silu32(state[b, j])
     f = sigmoid32(x[b, d + j])
     if has_lb:
         f = lb[j] + (ONE - lb[j]) * f
     h = f * state[b, j] + silu32(x[b, j]) * (ONE - f)
-    if write_h:
-        h_next[b, j] = h
+    state[b, j] = h
     return silu32(h)
-
-
-@cuda.jit(device=True)
-def v_value(mode, x, b, j, d, u, rstd1, pre_w):
-    """v_j from the cached u_j: (x rstd1) w (NORM2), ((g rstd1) w) silu(h) (MLGRU), u (GLU)."""
-    if mode == NORM2:
-        return (u * rstd1) * pre_w[j]
-    if mode == GLU:
-        return u
-    return ((x[b, 2 * d + j] * rstd1) * pre_w[j]) * u
 
 
 def make_stage(n_tok, lpr, n_sets, d_in, mode):
     """A stage kernel for n_tok tokens, lpr lanes per row, n_sets activation sets of d_in."""
-    n_words = act_words(d_in)
-    n128 = n_words // 16
-    n_groups16 = n_words // 4            # 16-element groups (d_in padded to a multiple of 64)
-    act_len = n_sets * n_tok * n_words
-    if 4 * act_len > SHARED_BYTES - 10 * 1024:
-        raise ValueError(f"{n_tok} tokens x {n_sets} sets x d_in {d_in} do not fit the shared "
-                         f"activation buffer; decode fewer tokens at once")
     if n_sets > 4:
         raise ValueError(f"at most 4 activation sets per stage, got {n_sets}")
-    per_thread = U * ((d_in + U * TPB - 1) // (U * TPB))   # elements per thread, U at a time
-    nw = max(n_words, (per_thread * TPB + 3) // 4)          # vc row: >= every j of the passes
-    # u of one token cached in shared memory when it fits, else recomputed in pass (b)
-    cached = 4 * act_len + 4 * 4 * nw <= SHARED_BYTES - 10 * 1024
-    cache_len = 4 * nw if cached else 1
+    n_words = act_words(d_in)
+    n128 = n_words // 16
     rows_per_block = TPB // lpr
     first_chunks, stream_row = make_row_streamer(n_tok)
 
     @cuda.jit(device=True)
-    def cache_pos(j):
-        """Where element j sits in vc: word-major, element i of activation word w at
-        i * nw + w (the gpu/quantize.py element_of map, inverted)."""
-        g, r = j // 16, j % 16
-        return ((r % 8) // 2) * nw + 4 * g + 2 * (r // 8) + r % 2
+    def word_terms(x, b, w, pre_w, post_w, state, lb, has_lb, update, tp):
+        """Activation word w of token b: tp[k, i] = t_j p_k[j] for its four elements j (0
+        beyond d_in), where t = x w (NORM2), (g w) silu(h) (MLGRU), v (GLU) and p_k =
+        post_w[k]; returns (sum of s1, sum of t^2) over them, s1 being the square under the
+        first norm (x or g). update: the MLGRU writes h over the state (phase A)."""
+        s1 = ZERO_F
+        s2 = ZERO_F
+        for i in range(4):
+            j = _element_of(w // 4, w % 4, i)
+            for k in range(n_sets):
+                tp[k, i] = ZERO_F
+            if j < d_in:
+                u = u_value(mode, x, b, j, d_in, state, lb, has_lb, update)
+                if mode == NORM2:
+                    s1 += u * u
+                    t = u * pre_w[j]
+                elif mode == MLGRU:
+                    gv = x[b, 2 * d_in + j]
+                    s1 += gv * gv
+                    t = (gv * pre_w[j]) * u
+                else:
+                    t = u
+                s2 += t * t
+                for k in range(n_sets):
+                    tp[k, i] = t * post_w[k, j]
+        return s1, s2
 
-    @cuda.jit
-    def stage(w32, sw, seg_rows, x, pre_w, pre_eps, post_w, state, lb, has_lb, h_next,
-              copy_src, copy_dst, do_copy, out_mode, out):
-        act = cuda.shared.array(act_len, np.int32, alignment=ALIGN)
-        vc = cuda.shared.array(cache_len, np.float32)
-        sx = cuda.shared.array((4, MAX_TOKENS), np.float32)
-        red = cuda.shared.array((4, TPB), np.float32)
-        sh_acc = cuda.shared.array(SH_ACC, np.int32)          # lane sums (simulator only)
-        tid = cuda.threadIdx.x
-        lane = tid % lpr
-        n_rows = w32.shape[0]
-        n_rgroups = (n_rows + rows_per_block - 1) // rows_per_block
-        # 1. prefetch this lane's first two weight chunks (their latency overlaps the prologue)
-        row = min(cuda.blockIdx.x * rows_per_block + tid // lpr, n_rows - 1)
-        c = first_chunks(w32, row, lane, lpr)
-        if do_copy:         # spread over the grid (one element per thread on the GPU)
-            for k in range(cuda.blockIdx.x * TPB + tid, copy_src.shape[1], cuda.gridDim.x * TPB):
-                for b in range(n_tok):
-                    copy_dst[b, k] = copy_src[b, k]
-        # 2. prologue, token by token, in two passes: (a) u, the two sums of squares and the
-        #    absolute maxima of every set, (b) v and the activation words. Pass (a) gives thread
-        #    tid the elements tid, tid + TPB, ... (coalesced loads), U at a time with clamped
-        #    indices and no branches, so that U loads are in flight together; u is kept in
-        #    shared memory in the word-major order of pass (b) (cache_pos), where thread w
-        #    reads the 4 elements of activation word w without bank conflicts. (v3 of this
-        #    prologue gave each thread 16 consecutive elements: 16-way bank conflicts and
-        #    uncoalesced loads, ~45 us per kernel at d = 5120; v2 looped over single elements,
-        #    one dependent L2 round trip each, in three passes.)
-        #    Two shortcuts, each equal to the oracle up to float32 rounding (which can move a q
-        #    by 1 only at a .5 tie, within the bound of tests/gpu/test_model.py): mean(v^2) is
-        #    taken as rstd1^2 mean((x w)^2) (the oracle: mean(((x rstd1) w)^2)), and max|v p|
-        #    as rstd1 rstd2 max|(x w) p|, so that both norms and the maxima need one pass.
-        write_h = mode == MLGRU and cuda.blockIdx.x == 0
-        m = cuda.local.array(4, np.float32)
-        vs = cuda.local.array(4, np.float32)
-        for b in range(n_tok):
-            cuda.syncthreads()                  # the previous token's readers of vc are done
-            s1 = ZERO_F
-            s2 = ZERO_F
-            for k in range(4):
-                m[k] = ZERO_F
-            for k0 in range(0, per_thread, U):
-                for uu in range(U):
-                    j = tid + TPB * (k0 + uu)
-                    jc = min(j, d_in - 1)
-                    u = u_value(mode, x, b, jc, d_in, state, lb, has_lb, h_next, write_h)
-                    u = u if j < d_in else ZERO_F
-                    if cached:
-                        vc[cache_pos(j)] = u
-                    if mode == NORM2:
-                        s1 += u * u
-                        t = u * pre_w[jc]
-                    elif mode == MLGRU:
-                        gv = x[b, 2 * d_in + jc]
-                        gv = gv if j < d_in else ZERO_F
-                        s1 += gv * gv
-                        t = (gv * pre_w[jc]) * u
-                    else:
-                        t = u
-                    s2 += t * t
-                    for k in range(n_sets):
-                        m[k] = max(m[k], abs(t * post_w[k, jc]))
-            s1, s2 = block_sum2(red, s1, s2)
-            block_max4(red, m)
+    @cuda.jit(device=True)
+    def phase_a(x, b, first, stride, pre_w, post_w, state, lb, has_lb, m, tc, scratch):
+        """This thread's share of token b: (sum s1, sum t^2), m[k] = max |t p_k| over its
+        words (first, first + stride, ...); the first word's products stay in tc[b] for
+        phase B. Two shortcuts, each equal to the oracle up to float32 rounding (which can
+        move a q by 1 only at a .5 tie, within the bound of tests/gpu/test_model.py):
+        mean(v^2) = rstd1^2 mean(t^2) (the oracle: mean(((x rstd1) w)^2)) and
+        max|v p| = rstd1 rstd2 max|t p|, so that both norms and the maxima need one pass and
+        one barrier; phase B then quantizes (t p rstd1) rstd2."""
+        s1 = ZERO_F
+        s2 = ZERO_F
+        for k in range(4):
+            m[k] = ZERO_F
+        for w in range(first, n_words, stride):
+            tp = tc[b] if w == first else scratch
+            a1, a2 = word_terms(x, b, w, pre_w, post_w, state, lb, has_lb, True, tp)
+            s1 += a1
+            s2 += a2
+            for k in range(n_sets):
+                for i in range(4):
+                    m[k] = max(m[k], abs(tp[k, i]))
+        return s1, s2
+
+    @cuda.jit(device=True)
+    def fold_partials(part, b, pre_eps, red, m, rstd, sx):
+        """Every block: the totals of all blocks' partials of token b, folded in the same
+        order in every block -> rstd[b] = rstd1 rstd2, sx[k, b] = 127 / max|n_k| (shared).
+        Two rows of part per thread are loaded together (one L2 round trip at <= 2 TPB
+        blocks)."""
+        s1 = ZERO_F
+        s2 = ZERO_F
+        for k in range(4):
+            m[k] = ZERO_F
+        n_blk = cuda.gridDim.x
+        for r0 in range(0, n_blk, 2 * TPB):
+            ra, rb = r0 + cuda.threadIdx.x, r0 + TPB + cuda.threadIdx.x
+            va = part[min(ra, n_blk - 1), b]
+            vb = part[min(rb, n_blk - 1), b]
+            if ra < n_blk:
+                s1 += va[0]
+                s2 += va[1]
+                for k in range(4):
+                    m[k] = max(m[k], va[2 + k])
+            if rb < n_blk:
+                s1 += vb[0]
+                s2 += vb[1]
+                for k in range(4):
+                    m[k] = max(m[k], vb[2 + k])
+        s1, s2 = block_stats(red, s1, s2, m)
+        if cuda.threadIdx.x == 0:
             rstd1 = ONE
             if mode != GLU:
                 rstd1 = F32(ONE / math.sqrt(s1 / F32(d_in) + pre_eps))
-            mean_v2 = F32(rstd1 * rstd1 * (s2 / F32(d_in)))
-            rstd2 = F32(ONE / math.sqrt(mean_v2 + EPS_BL))
+            rstd2 = F32(ONE / math.sqrt(F32(rstd1 * rstd1 * (s2 / F32(d_in))) + EPS_BL))
+            rstd[0, b] = rstd1
+            rstd[1, b] = rstd2
             for k in range(n_sets):
-                m[k] = F32(C127 / max((rstd1 * rstd2) * m[k], FLOOR))
-                if tid == 0:
-                    sx[k, b] = m[k]
-            for w in range(tid, n_words, TPB):
-                g, e = w // 4, w % 4
-                pos = ((g % 4) * n128 + g // 4) * 4 + e
+                sx[k, b] = F32(C127 / max((rstd1 * rstd2) * m[k], FLOOR))
+
+    @cuda.jit(device=True)
+    def phase_b(x, b, first, stride, pre_w, post_w, state, lb, has_lb, rstd, sx, tc, scratch,
+                actg):
+        """This thread's activation words of token b (those of phase_a), every set: the first
+        from tc[b], any further ones recomputed (h read back from the state)."""
+        for w in range(first, n_words, stride):
+            tp = tc[b]
+            if w != first:
+                tp = scratch
+                word_terms(x, b, w, pre_w, post_w, state, lb, has_lb, False, tp)
+            g, e = w // 4, w % 4
+            for k in range(n_sets):
+                word = 0
                 for i in range(4):
-                    j = 16 * g + 8 * (e // 2) + 2 * i + e % 2
-                    jc = min(j, d_in - 1)
-                    if cached:
-                        u = vc[i * nw + w]
-                    else:
-                        u = u_value(mode, x, b, jc, d_in, state, lb, has_lb, h_next, False)
-                    v = v_value(mode, x, b, jc, d_in, u, rstd1, pre_w) * rstd2
-                    vs[i] = v if j < d_in else ZERO_F
-                for k in range(n_sets):
-                    word = 0
-                    for i in range(4):
-                        jc = min(16 * g + 8 * (e // 2) + 2 * i + e % 2, d_in - 1)
-                        qi = round_clip_int8((vs[i] * post_w[k, jc]) * m[k])
-                        word |= (qi & 0xFF) << (8 * i)
-                    if word >= 2**31:
-                        word -= 2**32
-                    act[(k * n_tok + b) * n_words + pos] = word
+                    qi = round_clip_int8(((tp[k, i] * rstd[0, b]) * rstd[1, b]) * sx[k, b])
+                    word |= (qi & 0xFF) << (8 * i)
+                if word >= 2**31:
+                    word -= 2**32
+                actg[(k * n_tok + b) * n_words + _word_position(g, e, n128)] = word
+
+    @cuda.jit
+    def stage(w32, sw, seg_rows, x, pre_w, pre_eps, post_w, state, lb, has_lb, out_mode, out,
+              part, actg, bar):
+        sx = cuda.shared.array((4, MAX_TOKENS), np.float32)     # 127 / max|n| per set, token
+        rstd = cuda.shared.array((2, MAX_TOKENS), np.float32)   # rstd1, rstd2 per token
+        red = cuda.shared.array((N_STATS, TPB), np.float32)
+        sh_acc = cuda.shared.array(SH_ACC, np.int32)            # lane sums (simulator only)
+        m = cuda.local.array(4, np.float32)
+        tc = cuda.local.array((n_tok, n_sets, 4), np.float32)   # each token's first word
+        scratch = cuda.local.array((n_sets, 4), np.float32)
+        tid, blk = cuda.threadIdx.x, cuda.blockIdx.x
+        first, stride = blk * TPB + tid, cuda.gridDim.x * TPB   # this thread's words
+        lane = tid % lpr
+        n_rows = w32.shape[0]
+        n_rgroups = (n_rows + rows_per_block - 1) // rows_per_block
+        # 1. this lane's first two weight chunks (their latency overlaps the phases)
+        c = first_chunks(w32, min(blk * rows_per_block + tid // lpr, n_rows - 1), lane, lpr)
+        base = grid_epoch(bar)
+        # 2.-4. norms, gates and quantization, each element once in the grid
+        for b in range(n_tok):
+            s1, s2 = phase_a(x, b, first, stride, pre_w, post_w, state, lb, has_lb, m, tc,
+                             scratch)
+            s1, s2 = block_stats(red, s1, s2, m)
+            if tid == 0:
+                part[blk, b, 0] = s1
+                part[blk, b, 1] = s2
+                for k in range(4):
+                    part[blk, b, 2 + k] = m[k]
+        grid_sync(bar, base, 1)
+        for b in range(n_tok):
+            fold_partials(part, b, pre_eps, red, m, rstd, sx)
         cuda.syncthreads()
-        # 3./4. GEMV and epilogue over this block's row groups (a persistent grid: the prologue
-        # above is paid once per block, not once per 16 rows)
+        for b in range(n_tok):
+            phase_b(x, b, first, stride, pre_w, post_w, state, lb, has_lb, rstd, sx, tc,
+                    scratch, actg)
+        grid_sync(bar, base, 2)
+        # 5./6. GEMV and epilogue over this block's row groups
         acc = cuda.local.array(MAX_TOKENS, np.int32)
-        rg = cuda.blockIdx.x
+        rg = blk
         while rg < n_rgroups:
             row = rg * rows_per_block + tid // lpr
             valid = row < n_rows
@@ -231,7 +254,7 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode):
             for b in range(n_tok):
                 acc[b] = 0
             if valid:
-                stream_row(w32, act, p * n_tok * n_words, n_words, row, lane, lpr, acc, c)
+                stream_row(w32, actg, p * n_tok * n_words, n_words, row, lane, lpr, acc, c)
             rg += cuda.gridDim.x
             if rg < n_rgroups:
                 c = first_chunks(w32, min(rg * rows_per_block + tid // lpr, n_rows - 1),
@@ -260,23 +283,26 @@ def embed_kernel(ids, emb, res):
 _STAGES = {}
 
 
-def stage_launcher(n_tok, n_rows, n_words64, n_sets, d_in, mode):
-    """(kernel, grid, block) of a stage; kernels are compiled once per configuration."""
+def launch_stage(stream, n_tok, n_sets, d_in, mode, args):
+    """Launch a stage (compiled once per configuration) on as many blocks as the grid barrier
+    allows (all resident at once) and part (args[-3], (blocks, MAX_TOKENS, N_STATS)) holds.
+    args: the stage kernel's arguments, w32 first. Returns the grid size."""
     if not 1 <= n_tok <= MAX_TOKENS:
         raise ValueError(f"decoding takes 1..{MAX_TOKENS} sequences at once, got {n_tok}")
     # the simulator pays per thread: one lane per row there
-    lpr = 1 if SIMULATOR else lanes_per_row(n_words64)
+    lpr = 1 if SIMULATOR else lanes_per_row(args[0].shape[1] // 2)
     key = (n_tok, lpr, n_sets, d_in, mode)
     if key not in _STAGES:
         _STAGES[key] = make_stage(*key)
-    rows_per_block = TPB // lpr
-    n_groups = (n_rows + rows_per_block - 1) // rows_per_block
-    return _STAGES[key], min(n_groups, _max_blocks()), TPB
+    kernel, resident = resident_blocks(_STAGES[key], args, TPB)
+    grid = min(resident, args[-3].shape[0])
+    kernel[grid, TPB, stream](*args)
+    return grid
 
 
-def _max_blocks():
-    """Blocks of the persistent grid: BLOCKS_PER_SM per multiprocessor (all simultaneously
-    resident), so each block computes the prologue once and then streams many row groups."""
+def max_blocks():
+    """Blocks of the persistent grid: BLOCKS_PER_SM per multiprocessor (fewer if they do not
+    fit: launch_stage asks the driver), 1 under the simulator, which runs blocks one by one."""
     if SIMULATOR:
-        return 4
+        return 1
     return BLOCKS_PER_SM * cuda.get_current_device().MULTIPROCESSOR_COUNT

@@ -30,6 +30,7 @@ from . import decode
 from .common import SIMULATOR
 from .graph import CudaGraph
 from .packing import PackedTernary, count_invalid, pack_gemv, words_per_row
+from .quantize import act_words
 
 F32 = np.float32
 
@@ -177,7 +178,8 @@ class GPUDecoder:
         for lin in self.linears():
             arrays += [lin.sw, lin.post_w]
         if self._batch is not None:
-            arrays += [self.ids, self.res, self.ifg, self.gu, self.h_next, self.logits]
+            arrays += [self.ids, self.res, self.ifg, self.gu, self.logits, self.part, self.actg,
+                       self.bars]
         return self.weight_bytes() + sum(a.nbytes for a in arrays)
 
     def kernels_per_step(self):
@@ -190,30 +192,35 @@ class GPUDecoder:
         z = lambda *s: cuda.to_device(np.zeros(s, F32))   # noqa: E731
         self.ids = cuda.to_device(np.zeros(batch, np.int32))
         self.res, self.ifg, self.gu = z(batch, d), z(batch, 3 * d), z(batch, 2 * n)
-        self.h_next, self.logits = z(batch, d), z(batch, v)
+        self.logits = z(batch, v)
         self.state = [z(batch, d) for _ in range(c.num_hidden_layers)]
         self._dummy = z(1, 1)
+        # scratch of the stage kernels (gpu/decode.py): per-block partial statistics, the
+        # activation words of one stage, and one grid-barrier counter per launch
+        self.part = z(decode.max_blocks(), decode.MAX_TOKENS, decode.N_STATS)
+        act = max(lin.n_sets * act_words(lin.packed.d_in) for lin in self.linears())
+        self.actg = cuda.to_device(np.zeros(batch * act, np.int32))
+        self.bars = cuda.to_device(np.zeros(self.kernels_per_step(), np.uint64))
+        self._site = 0
         self._batch = batch
         if self._graph is not None:
             self._graph.close()
         self._graph = None
 
-    def _stage(self, s, lin, mode, x, pre_w, pre_eps, state, layer, out_mode, out, copy_to=None):
-        b = self._batch
-        kernel, grid, block = decode.stage_launcher(b, lin.packed.d_out, lin.packed.words.shape[1],
-                                                    lin.n_sets, lin.packed.d_in, mode)
-        dummy = self._dummy
-        lb = layer["lb"] if layer is not None else dummy[0]
+    def _stage(self, s, lin, mode, x, pre_w, pre_eps, state, layer, out_mode, out):
+        lb = layer["lb"] if layer is not None else self._dummy[0]
         has_lb = layer["has_lb"] if layer is not None else False
-        kernel[grid, block, s](lin.words, lin.sw, lin.seg_rows, x, pre_w, F32(pre_eps),
-                               lin.post_w, state, lb, has_lb, self.h_next,
-                               self.h_next, copy_to if copy_to is not None else dummy,
-                               copy_to is not None, out_mode, out)
+        bar = self.bars[self._site:self._site + 1]     # this launch's own barrier counter
+        self._site += 1
+        decode.launch_stage(s, self._batch, lin.n_sets, lin.packed.d_in, mode,
+                            (lin.words, lin.sw, lin.seg_rows, x, pre_w, F32(pre_eps), lin.post_w,
+                             state, lb, has_lb, out_mode, out, self.part, self.actg, bar))
 
     def _launch_step(self, s):
         """Enqueue one decode step (4 L + 2 kernels) on stream s."""
         eps = self.config.rms_norm_eps
         d = self._dummy
+        self._site = 0
         decode.embed_kernel[(self.res.size + 255) // 256, 256, s](self.ids, self.emb, self.res)
         for i, layer in enumerate(self.layers):
             self._stage(s, layer["ifg"], decode.NORM2, self.res, layer["attn_norm"], eps, d,
@@ -221,7 +228,7 @@ class GPUDecoder:
             self._stage(s, layer["o"], decode.MLGRU, self.ifg, layer["g_norm"], G_NORM_EPS,
                         self.state[i], layer, decode.ADD, self.res)
             self._stage(s, layer["gate"], decode.NORM2, self.res, layer["mlp_norm"], eps, d,
-                        None, decode.STORE, self.gu, copy_to=self.state[i])
+                        None, decode.STORE, self.gu)
             self._stage(s, layer["down"], decode.GLU, self.gu, d[0], eps, d, None,
                         decode.ADD, self.res)
         self._stage(s, self.head, decode.NORM2, self.res, self.norms, eps, d, None,

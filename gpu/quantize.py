@@ -23,7 +23,7 @@ consecutive chunks of neighbouring GEMV lanes (no shared-memory bank conflicts).
 layout stored the 8 words of a uint64 weight word together, 32 bytes apart between lanes; v2
 used 4-byte loads, and their 64-bit address arithmetic was most of the GEMV's instructions.)
 Rows are padded with q = 0 to a multiple of 64 elements (act_words(D) words).
-Block reductions (block_sum, block_max, and block_sum2 / block_max4 for the decode stages): warp
+Block reductions (block_sum, block_max, and block_stats for the decode stages): warp
 shuffles on the GPU, then every thread folds the warps' partials in order (the same bits in
 every block); under the simulator, which has no shuffles, the threads' values in order.
 Versions: absmax_int8 (quantize only), rmsnorm_absmax_int8 (fused, one pass over the row per
@@ -117,22 +117,20 @@ def block_max(red, v):
 
 
 @cuda.jit(device=True)
-def block_sum2(red, a, b):
-    """(sum of a, sum of b) over the block, one barrier pair for both; red: (>= 2, TPB)."""
-    _post(red, 0, a, False)
-    _post(red, 1, b, False)
-    cuda.syncthreads()
-    a, b = _fold(red, 0, False), _fold(red, 1, False)
-    cuda.syncthreads()
-    return a, b
-
-
-@cuda.jit(device=True)
-def block_max4(red, m):
-    """m[k] <- max of m[k] over the block for k = 0..3, one barrier pair; red: (4, TPB)."""
+def block_stats(red, s1, s2, m):
+    """The decode stages' six reductions with one barrier pair: returns (sum of s1, sum of s2)
+    over the block and sets m[k] <- max of m[k] over the block (k = 0..3), in every thread;
+    red: shared (6, TPB)."""
+    _post(red, 0, s1, False)
+    _post(red, 1, s2, False)
     for k in range(4):
-        _post(red, k, m[k], True)
+        _post(red, 2 + k, m[k], True)
     cuda.syncthreads()
+    s1, s2 = _fold(red, 0, False), _fold(red, 1, False)
+    for k in range(4):
+        m[k] = _fold(red, 2 + k, True)
+    cuda.syncthreads()
+    return s1, s2
     for k in range(4):
         m[k] = _fold(red, k, True)
     cuda.syncthreads()

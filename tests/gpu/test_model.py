@@ -22,8 +22,9 @@ from tests.gpu.helpers import SIM
 RTOL_LOGITS = 1e-4
 
 
-def tiny_params(seed=0):
-    c = HGRNBitConfig(vocab_size=11, hidden_size=16, num_hidden_layers=2, intermediate_size=32)
+def tiny_params(seed=0, intermediate_size=32):
+    c = HGRNBitConfig(vocab_size=11, hidden_size=16, num_hidden_layers=2,
+                      intermediate_size=intermediate_size)
     p = init_params(c, seed)
     rng = np.random.default_rng(seed)
     for k in p:   # as the ref_small fixture: non-trivial norms and lower bounds
@@ -43,6 +44,19 @@ def gpu_decode_logits(dec, ids):
 def test_tiny_model_logits_match_oracle():
     c, p = tiny_params()
     ids = np.array([[1, 5], [10, 0]])[:1] if SIM else np.array([[1, 5, 2, 7], [10, 0, 0, 3]])
+    ref = decode_logits(p, c, ids)
+    got = gpu_decode_logits(GPUDecoder(p, c), ids)
+    assert np.abs(got - ref).max() <= RTOL_LOGITS * np.abs(ref).max()
+    np.testing.assert_array_equal(got.argmax(-1), ref.argmax(-1))
+
+
+def test_threads_owning_several_activation_words():
+    """d_in = 200 of the down projection: 64 activation words, more than the 32 threads of the
+    simulator's single block, so a thread quantizes several words of each of the two
+    sequences (all but its first word recomputed in phase B, gpu/decode.py); on the GPU the
+    grid has more threads than words."""
+    c, p = tiny_params(seed=3, intermediate_size=200)
+    ids = np.array([[4, 9], [1, 7]])
     ref = decode_logits(p, c, ids)
     got = gpu_decode_logits(GPUDecoder(p, c), ids)
     assert np.abs(got - ref).max() <= RTOL_LOGITS * np.abs(ref).max()

@@ -1,0 +1,102 @@
+"""A grid-wide barrier for persistent kernels: every block of the grid waits at grid_sync(...)
+until all blocks have arrived, and then sees every global-memory write made before it.
+
+Why not cuda.cg.this_grid().sync(): Numba implements it by linking the CUDA device runtime
+library (cudadevrt) and launching cooperatively, two more things the machine and a CUDA-graph
+capture would have to provide; this barrier needs only atomics and fences. One uint64 counter
+per launch site, which only grows (it never wraps, so nothing is reset between barriers or
+between replays of a CUDA graph):
+
+    at kernel start, thread 0 of each block:  base = bar[0] rounded down to a multiple of G
+                                              (G = gridDim.x: earlier launches left a
+                                              multiple of G, and fewer than G blocks of this
+                                              one can have arrived, this block not yet)
+    barrier k (1, 2, ...) of the launch:      fence; bar[0] += 1 (fire-and-forget, no reply)
+                                              spin until ld.acquire(bar[0]) >= base + k G
+                                              fence; then the whole block: syncthreads
+
+Every launch that shares a counter must have the same grid size (give each launch site its
+own). Measured on the H100 with 264 blocks: ~2.5 us per barrier (docs/benchmarks.md). v1 of
+this barrier took its target from the atomic's reply instead of the count read at kernel
+start; that saves one dependent round trip on paper, but made no measurable difference
+(gpu/results/probe_run9_atomic_bps1.json).
+
+It deadlocks unless all blocks are resident at once: launch at most `resident_blocks(...)`
+blocks (gpu/decode.py does), and never more than one block under the CUDA simulator, which
+runs blocks one after another (with one block the count is reached at once).
+"""
+import numpy as np
+from numba import cuda
+
+from .common import SIMULATOR
+
+
+def ld_acquire_py(a, i):
+    """Reference acquire load: a[i]."""
+    return a[i]
+
+
+if SIMULATOR:
+    ld_acquire = ld_acquire_py
+else:
+    from llvmlite import ir
+    from numba import types
+    from numba.cuda.extending import intrinsic
+
+    @intrinsic
+    def ld_acquire(typingctx, a, i):
+        """a[i] of a uint64 global array, loaded with acquire semantics at GPU scope (PTX
+        ld.acquire.gpu: never served from a stale L1 line, never hoisted out of a spin loop)."""
+        if not isinstance(a, types.Array) or a.dtype != types.uint64:
+            return None
+        sig = types.uint64(a, i)
+
+        def codegen(context, builder, signature, args):
+            aty, ity = signature.args
+            arr = context.make_array(aty)(context, builder, args[0])
+            ptr = builder.gep(arr.data, [context.cast(builder, args[1], ity, types.intp)])
+            addr = builder.ptrtoint(ptr, ir.IntType(64))
+            fnty = ir.FunctionType(ir.IntType(64), [ir.IntType(64)])
+            asm = ir.InlineAsm(fnty, "ld.acquire.gpu.global.u64 $0, [$1];", "=l,l",
+                               side_effect=True)
+            return builder.call(asm, [addr])
+
+        return sig, codegen
+
+
+ONE = np.uint64(1)
+
+
+@cuda.jit(device=True)
+def grid_epoch(bar):
+    """This launch's base count (meaningful in thread 0 only, which calls ld_acquire once)."""
+    if cuda.threadIdx.x != 0:
+        return np.uint64(0)
+    n = np.uint64(cuda.gridDim.x)
+    return ld_acquire(bar, 0) // n * n
+
+
+@cuda.jit(device=True)
+def grid_sync(bar, base, k):
+    """Barrier number k (1, 2, ...) of this launch over the whole grid (module docstring).
+    bar: (>= 1,) uint64 device array, this launch site's counter; base: grid_epoch(bar).
+    Every thread of every block must call it."""
+    cuda.syncthreads()
+    if cuda.threadIdx.x == 0:
+        target = base + np.uint64(k) * np.uint64(cuda.gridDim.x)
+        cuda.threadfence()
+        cuda.atomic.add(bar, 0, ONE)        # result unused: compiled to a reduction (RED)
+        while ld_acquire(bar, 0) < target:
+            pass
+        cuda.threadfence()
+    cuda.syncthreads()
+
+
+def resident_blocks(dispatcher, args, block):
+    """(specialized kernel, how many blocks of `block` threads fit on the device at once): the
+    largest grid grid_sync can serve. Under the simulator: (dispatcher, 1)."""
+    if SIMULATOR:
+        return dispatcher, 1
+    kernel = dispatcher.specialize(*args)
+    compiled = next(iter(kernel.overloads.values()))
+    return kernel, compiled.max_cooperative_grid_blocks(block)
