@@ -6,8 +6,10 @@ For each model size and variant, captures each stage type alone (all layers' ifg
 down kernels) and the whole step in a CUDA graph, and prints milliseconds per graph and
 microseconds per kernel; writes $OUT/probe.json (or ./probe.json). Variants are gpu/decode.py
 with one line changed in its source (the kernels are compiled from the edited text):
-nopro skips the prologue, nogemv the GEMV, neither both (launch and first loads only), bpsK runs
-K blocks per SM, u8 eight prologue elements in flight. Results with skipped parts are garbage
+nophase skips phases A and B (norms and quantization), nogemv the GEMV, nobar turns the grid
+barriers into block barriers, bare does all three (launch and first loads only), bpsK runs K
+blocks per SM. (Before the grid barrier, gpu/results/probe_run*.json, the variants were
+nopro, nogemv, neither, bpsK and u8 over the per-block prologue.) Results with skipped parts are garbage
 values; only the times mean something. Used for docs/benchmarks.md (gpu/results/probe_*.json).
 """
 import json
@@ -15,10 +17,12 @@ import os
 import sys
 import time
 import types
+import numpy as np
 from numba import cuda
 import gpu.model as gm
 from gpu import decode as dec0
 from gpu.graph import CudaGraph
+from gpu.gridsync import ld_acquire
 from mmfree_ref.config import preset
 from mmfree_ref.mlgru import G_NORM_EPS
 
@@ -29,26 +33,51 @@ def variant(name, subs):
     s = SRC
     for a, b in subs:
         assert a in s, a
-        s = s.replace(a, b)
+        s = s.replace(a, b)     # every occurrence
     m = types.ModuleType("gpu.decode_" + name); m.__package__ = "gpu"
     exec(compile(s, dec0.__file__, "exec"), m.__dict__)
     return m
 
 
-NOPRO = ("        for b in range(n_tok):\n            cuda.syncthreads()                  # the previous",
-         "        for b in range(0):\n            cuda.syncthreads()                  # the previous")
-NOGEMV = ("        while rg < n_rgroups:", "        while rg < 0:")
-BPS = lambda k: ("BLOCKS_PER_SM = 2", f"BLOCKS_PER_SM = {k}")
-variants = {"normal": [], "nopro": [NOPRO], "nogemv": [NOGEMV], "neither": [NOPRO, NOGEMV],
-            "bps1": [BPS(1)], "bps3": [BPS(3)], "bps4": [BPS(4)], "u8": [("U = 4 ", "U = 8 ")]}
+@cuda.jit(device=True)
+def grid_sync_atomic(bar, base, k):
+    """v1 of gpu.gridsync.grid_sync (variant "atomic"): the target from the atomic's reply."""
+    cuda.syncthreads()
+    if cuda.threadIdx.x == 0:
+        n = np.uint64(cuda.gridDim.x)
+        cuda.threadfence()
+        old = cuda.atomic.add(bar, 0, np.uint64(1))
+        while ld_acquire(bar, 0) < (old // n + np.uint64(1)) * n:
+            pass
+        cuda.threadfence()
+    cuda.syncthreads()
+
+
+def skip_loop(call):
+    """The token loop around `call` in make_stage's kernel, run zero times."""
+    return (f"        for b in range(n_tok):\n            {call}",
+            f"        for b in range(0):\n            {call}")
+
+
+NOPHASE = [skip_loop("s1, s2 = phase_a("), skip_loop("fold_partials("), skip_loop("phase_b(")]
+NOGEMV = [("        while rg < n_rgroups:", "        while rg < 0:")]
+NOBAR = [(f"        grid_sync(bar, base, {k})\n", "        cuda.syncthreads()\n") for k in (1, 2)]
+ATOMIC = [("from .gridsync import grid_epoch, grid_sync, resident_blocks",
+           "from .gridsync import grid_epoch, resident_blocks\n"
+           "from .probe_stages import grid_sync_atomic as grid_sync")]
+BPS = lambda k: [("BLOCKS_PER_SM = 2", f"BLOCKS_PER_SM = {k}")]   # noqa: E731
+variants = {"normal": [], "nophase": NOPHASE, "nogemv": NOGEMV, "nobar": NOBAR,
+            "bare": NOPHASE + NOGEMV + NOBAR, "atomic": ATOMIC,
+            "bps1": BPS(1), "bps3": BPS(3), "bps4": BPS(4)}
 
 
 def launch_subset(self, s, kinds):
     eps = self.config.rms_norm_eps; d = self._dummy; D = gm.decode
+    self._site = 0
     for i, layer in enumerate(self.layers):
         if "ifg" in kinds: self._stage(s, layer["ifg"], D.NORM2, self.res, layer["attn_norm"], eps, d, None, D.STORE, self.ifg)
         if "o" in kinds: self._stage(s, layer["o"], D.MLGRU, self.ifg, layer["g_norm"], G_NORM_EPS, self.state[i], layer, D.ADD, self.res)
-        if "gate" in kinds: self._stage(s, layer["gate"], D.NORM2, self.res, layer["mlp_norm"], eps, d, None, D.STORE, self.gu, copy_to=self.state[i])
+        if "gate" in kinds: self._stage(s, layer["gate"], D.NORM2, self.res, layer["mlp_norm"], eps, d, None, D.STORE, self.gu)
         if "down" in kinds: self._stage(s, layer["down"], D.GLU, self.gu, d[0], eps, d, None, D.ADD, self.res)
     if "head" in kinds: self._stage(s, self.head, D.NORM2, self.res, self.norms, eps, d, None, D.STORE, self.logits)
 
@@ -80,6 +109,7 @@ def main():
         L = cfg.num_hidden_layers
         for vn in vnames:
             gm.decode = variant(vn, variants[vn])
+            dec._buffers(1)             # part sized for this variant's grid
             r = {}
             t = time.time()
             for kinds in (["ifg", "o", "gate", "down", "head"], ["ifg"], ["o"], ["gate"], ["down"]):
