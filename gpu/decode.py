@@ -20,8 +20,8 @@ History: v1-v5 of this file had no grid barrier, so every block recomputed steps
 whole vector in shared memory; that redundant prologue was most of a stage's time (~10 us per
 kernel at 1.3B, 20-60 us at 13B: docs/benchmarks.md, gpu/results/probe_run*.json). v6 (this
 version) computes each element once per step, at the price of two grid barriers per kernel
-(~2.5 us each): a 13B step went from 5.88 to 3.83 ms, 1.3B stayed at 1.37 ms, 370M went from
-0.80 to 1.23 ms (all 264 blocks take part in the barriers, even where few have rows).
+(~2.5 us each): a 13B step went from 5.88 to 3.85 ms, 1.3B from 1.36 to 1.27 ms, while 370M
+went from 0.80 to 1.03 ms (docs/benchmarks.md).
 Phase modes (the oracle's code they reproduce, mmfree_ref/model.py, mlgru.py, glu.py):
   NORM2   v = rmsnorm(x, pre_w, pre_eps)                 attn_norm / mlp_norm / model.norm
   MLGRU   [i | f_pre | g] = x;  f = sigmoid(f_pre), f = lb + (1 - lb) f;  c = silu(i) (1 - f)
@@ -285,7 +285,8 @@ _STAGES = {}
 
 def launch_stage(stream, n_tok, n_sets, d_in, mode, args):
     """Launch a stage (compiled once per configuration) on as many blocks as the grid barrier
-    allows (all resident at once) and part (args[-3], (blocks, MAX_TOKENS, N_STATS)) holds.
+    allows (all resident at once), part (args[-3], (blocks, MAX_TOKENS, N_STATS)) holds and
+    the weights have row groups.
     args: the stage kernel's arguments, w32 first. Returns the grid size."""
     if not 1 <= n_tok <= MAX_TOKENS:
         raise ValueError(f"decoding takes 1..{MAX_TOKENS} sequences at once, got {n_tok}")
@@ -295,7 +296,10 @@ def launch_stage(stream, n_tok, n_sets, d_in, mode, args):
     if key not in _STAGES:
         _STAGES[key] = make_stage(*key)
     kernel, resident = resident_blocks(_STAGES[key], args, TPB)
-    grid = min(resident, args[-3].shape[0])
+    # no more blocks than row groups: a block without rows would only add barrier arrivals
+    # (run 6 used every resident block: 370M steps took 1.23 ms, v5 0.80 ms)
+    n_rgroups = -(-args[0].shape[0] // (TPB // lpr))
+    grid = min(resident, args[-3].shape[0], n_rgroups)
     kernel[grid, TPB, stream](*args)
     return grid
 
