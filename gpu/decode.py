@@ -74,6 +74,14 @@ def silu32(x):
 
 
 @cuda.jit(device=True)
+def add_partial(v, s1, s2, m):
+    """One block's partial statistics v (N_STATS,) folded into the sums and maxima so far."""
+    for k in range(4):
+        m[k] = max(m[k], v[2 + k])
+    return s1 + v[0], s2 + v[1]
+
+
+@cuda.jit(device=True)
 def u_value(mode, x, b, j, d, state, lb, has_lb, update):
     """The per-element quantity of the phases (module docstring): x_j (NORM2), silu(h_j)
     (MLGRU; with update, h_j is computed from the state and written over it, else read back
@@ -168,15 +176,9 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode):
             va = part[min(ra, n_blk - 1), b]
             vb = part[min(rb, n_blk - 1), b]
             if ra < n_blk:
-                s1 += va[0]
-                s2 += va[1]
-                for k in range(4):
-                    m[k] = max(m[k], va[2 + k])
+                s1, s2 = add_partial(va, s1, s2, m)
             if rb < n_blk:
-                s1 += vb[0]
-                s2 += vb[1]
-                for k in range(4):
-                    m[k] = max(m[k], vb[2 + k])
+                s1, s2 = add_partial(vb, s1, s2, m)
         s1, s2 = block_stats(red, s1, s2, m)
         if cuda.threadIdx.x == 0:
             rstd1 = ONE
@@ -287,7 +289,7 @@ def launch_stage(stream, n_tok, n_sets, d_in, mode, args):
     """Launch a stage (compiled once per configuration) on as many blocks as the grid barrier
     allows (all resident at once), part (args[-3], (blocks, MAX_TOKENS, N_STATS)) holds and
     the weights have row groups.
-    args: the stage kernel's arguments, w32 first. Returns the grid size."""
+    args: the stage kernel's arguments, w32 first."""
     if not 1 <= n_tok <= MAX_TOKENS:
         raise ValueError(f"decoding takes 1..{MAX_TOKENS} sequences at once, got {n_tok}")
     # the simulator pays per thread: one lane per row there
@@ -301,7 +303,6 @@ def launch_stage(stream, n_tok, n_sets, d_in, mode, args):
     n_rgroups = -(-args[0].shape[0] // (TPB // lpr))
     grid = min(resident, args[-3].shape[0], n_rgroups)
     kernel[grid, TPB, stream](*args)
-    return grid
 
 
 def max_blocks():

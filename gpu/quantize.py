@@ -97,23 +97,25 @@ def _fold(red, k, is_max):
 
 
 @cuda.jit(device=True)
-def block_sum(red, v):
-    """Sum of v over the block, given to every thread; red: shared (>= 1, TPB)."""
-    _post(red, 0, v, False)
+def _block_reduce(red, v, is_max):
+    """Sum (or max) of v over the block, given to every thread; red: shared (>= 1, TPB)."""
+    _post(red, 0, v, is_max)
     cuda.syncthreads()
-    v = _fold(red, 0, False)
+    v = _fold(red, 0, is_max)
     cuda.syncthreads()
     return v
 
 
 @cuda.jit(device=True)
+def block_sum(red, v):
+    """Sum of v over the block, given to every thread; red: shared (>= 1, TPB)."""
+    return _block_reduce(red, v, False)
+
+
+@cuda.jit(device=True)
 def block_max(red, v):
     """Max of v over the block, given to every thread; red: shared (>= 1, TPB)."""
-    _post(red, 0, v, True)
-    cuda.syncthreads()
-    v = _fold(red, 0, True)
-    cuda.syncthreads()
-    return v
+    return _block_reduce(red, v, True)
 
 
 @cuda.jit(device=True)
