@@ -54,6 +54,7 @@ NORM2, MLGRU, GLU = 0, 1, 2
 TPB = 32 if SIMULATOR else 256
 SH_ACC = (MAX_TOKENS, TPB) if SIMULATOR else (1, 1)
 BLOCKS_PER_SM = 2                # persistent grid (see max_blocks)
+DEPTH = 2                        # weight chunks per lane per pipeline step (gpu/gemv.py)
 N_STATS = 6                      # per block and token: sum s1, sum s2, max of 4 sets
 F32 = np.float32
 EPS_BL, FLOOR, C127 = F32(BITLINEAR_EPS), F32(ACT_FLOOR), F32(127)
@@ -107,7 +108,7 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode):
     n_words = act_words(d_in)
     n128 = n_words // 16
     rows_per_block = TPB // lpr
-    first_chunks, stream_row = make_row_streamer(n_tok)
+    first_chunks, stream_row = make_row_streamer(n_tok, DEPTH)
 
     @cuda.jit(device=True)
     def word_terms(x, b, w, pre_w, post_w, state, lb, has_lb, update, tp):

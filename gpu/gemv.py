@@ -66,17 +66,20 @@ def gemv_naive_kernel(t, q, acc):
             acc[b, row] = s
 
 
-def make_row_streamer(n_tok):
+def make_row_streamer(n_tok, depth=2):
     """Device functions for n_tok tokens (a compile-time constant, so that acc stays in
-    registers): first_chunks(w32, row, k, lpr) -> the lane's first two chunks, and
-    stream_row(w32, act, abase, tstride, row, lane, lpr, acc, first two chunks):
+    registers): first_chunks(w32, row, k, lpr) -> the lane's first `depth` chunks, and
+    stream_row(w32, act, abase, tstride, row, lane, lpr, acc, first chunks):
     acc[b] += this lane's share of dot(row, activations of token b at act.flat[abase +
     b * tstride ...]) for b < n_tok. w32: (R, 4 n128) int32 view of the packed words, a row
     being n128 16-byte chunks of 64 weights (word h of chunk K: weights 64K + 16h .. + 15 at
     bits 2m); act: int32 words in the gpu/quantize.py layout, global or shared memory.
 
-    Lane l streams chunks l, l + lpr, ... two at a time, software pipelined: the next two are
-    requested before the current two are used (four 16-byte loads in flight per thread)."""
+    Lane l streams chunks l, l + lpr, ... `depth` (2 or 4) at a time, software pipelined: the
+    next `depth` are requested before the current ones are used (2 depth 16-byte loads in
+    flight per thread; the chunks are tuples of 4 depth int32, kept in registers)."""
+    if depth not in (2, 4):
+        raise ValueError(f"pipeline depth must be 2 or 4, got {depth}")
 
     @cuda.jit(device=True)
     def dot_half(half, act, a_off, acc):
@@ -112,10 +115,32 @@ def make_row_streamer(n_tok):
         return ZERO, ZERO, ZERO, ZERO
 
     @cuda.jit(device=True)
-    def first_chunks(w32, row, k, lpr):
-        n128 = w32.shape[1] // 4
-        rbase = row * w32.shape[1]
+    def load2(w32, rbase, k, lpr, n128):
         return load_chunk(w32, rbase, k, n128) + load_chunk(w32, rbase, k + lpr, n128)
+
+    @cuda.jit(device=True)
+    def dot2(c, act, abase, tstride, k, lpr, n128, acc):
+        """Chunks k, k + lpr (c: 8 int32); k < n128."""
+        dot_chunk(c[0], c[1], c[2], c[3], act, abase, tstride, k, n128, acc)
+        if k + lpr < n128:
+            dot_chunk(c[4], c[5], c[6], c[7], act, abase, tstride, k + lpr, n128, acc)
+
+    @cuda.jit(device=True)
+    def load4(w32, rbase, k, lpr, n128):
+        return load2(w32, rbase, k, lpr, n128) + load2(w32, rbase, k + 2 * lpr, lpr, n128)
+
+    @cuda.jit(device=True)
+    def dot4(c, act, abase, tstride, k, lpr, n128, acc):
+        """Chunks k, k + lpr, k + 2 lpr, k + 3 lpr (c: 16 int32); k < n128."""
+        dot2(c[0:8], act, abase, tstride, k, lpr, n128, acc)
+        if k + 2 * lpr < n128:
+            dot2(c[8:16], act, abase, tstride, k + 2 * lpr, lpr, n128, acc)
+
+    load_group, dot_group = (load2, dot2) if depth == 2 else (load4, dot4)
+
+    @cuda.jit(device=True)
+    def first_chunks(w32, row, k, lpr):
+        return load_group(w32, row * w32.shape[1], k, lpr, w32.shape[1] // 4)
 
     @cuda.jit(device=True)
     def stream_row(w32, act, abase, tstride, row, lane, lpr, acc, c):
@@ -123,11 +148,9 @@ def make_row_streamer(n_tok):
         rbase = row * w32.shape[1]
         k = lane
         while k < n128:
-            kn = k + 2 * lpr
-            nxt = load_chunk(w32, rbase, kn, n128) + load_chunk(w32, rbase, kn + lpr, n128)
-            dot_chunk(c[0], c[1], c[2], c[3], act, abase, tstride, k, n128, acc)
-            if k + lpr < n128:
-                dot_chunk(c[4], c[5], c[6], c[7], act, abase, tstride, k + lpr, n128, acc)
+            kn = k + depth * lpr
+            nxt = load_group(w32, rbase, kn, lpr, n128)
+            dot_group(c, act, abase, tstride, k, lpr, n128, acc)
             c = nxt
             k = kn
 
@@ -173,10 +196,11 @@ def epilogue(s, b, row, p, sx, sw, mode, out_f, out_i):
             out_f[b, row] = y
 
 
-def make_gemv_packed(n_tok, lpr):
-    """The packed GEMV kernel for n_tok tokens (a compile-time constant) and lpr lanes per row."""
+def make_gemv_packed(n_tok, lpr, depth=2):
+    """The packed GEMV kernel for n_tok tokens (a compile-time constant), lpr lanes per row and
+    pipeline depth `depth` (make_row_streamer)."""
     rows_per_block = TPB // lpr
-    first_chunks, stream_row = make_row_streamer(n_tok)
+    first_chunks, stream_row = make_row_streamer(n_tok, depth)
 
     @cuda.jit
     def gemv_packed_kernel(w32, act, sx, sw, seg_rows, mode, out_f, out_i):
@@ -210,19 +234,20 @@ def lanes_per_row(n_words):
     return min(lpr, TPB)
 
 
-def get_gemv_packed(n_tok, lpr):
+def get_gemv_packed(n_tok, lpr, depth=2):
     if not 1 <= n_tok <= MAX_TOKENS:
         raise ValueError(f"the packed GEMV takes 1..{MAX_TOKENS} tokens, got {n_tok}")
-    if (n_tok, lpr) not in _PACKED:
-        _PACKED[n_tok, lpr] = make_gemv_packed(n_tok, lpr)
-    return _PACKED[n_tok, lpr]
+    if (n_tok, lpr, depth) not in _PACKED:
+        _PACKED[n_tok, lpr, depth] = make_gemv_packed(n_tok, lpr, depth)
+    return _PACKED[n_tok, lpr, depth]
 
 
-def gemv_packed_launcher(n_tok, n_rows, n_words, lpr=None):
+def gemv_packed_launcher(n_tok, n_rows, n_words, lpr=None, depth=2):
     """(kernel, grid, block) for a packed GEMV of n_rows rows of n_words words and n_tok tokens."""
     lpr = lpr or lanes_per_row(n_words)
     rows_per_block = TPB // lpr
-    return get_gemv_packed(n_tok, lpr), (n_rows + rows_per_block - 1) // rows_per_block, TPB
+    return (get_gemv_packed(n_tok, lpr, depth), (n_rows + rows_per_block - 1) // rows_per_block,
+            TPB)
 
 
 def gemv_naive_launcher(n_rows):

@@ -8,7 +8,7 @@ microseconds per kernel; writes $OUT/probe.json (or ./probe.json). Variants are 
 with one line changed in its source (the kernels are compiled from the edited text):
 nophase skips phases A and B (norms and quantization), nogemv the GEMV, nobar turns the grid
 barriers into block barriers, bare does all three (launch and first loads only), bpsK runs K
-blocks per SM. (Before the grid barrier, gpu/results/probe_run*.json, the variants were
+blocks per SM, depth4 streams 4 weight chunks per lane per pipeline step (gpu/gemv.py). (Before the grid barrier, gpu/results/probe_run*.json, the variants were
 nopro, nogemv, neither, bpsK and u8 over the per-block prologue.) Results with skipped parts are garbage
 values; only the times mean something. Used for docs/benchmarks.md (gpu/results/probe_*.json).
 """
@@ -66,9 +66,10 @@ ATOMIC = [("from .gridsync import grid_epoch, grid_sync, resident_blocks",
            "from .gridsync import grid_epoch, resident_blocks\n"
            "from .probe_stages import grid_sync_atomic as grid_sync")]
 BPS = lambda k: [("BLOCKS_PER_SM = 2", f"BLOCKS_PER_SM = {k}")]   # noqa: E731
+DEPTH4 = [("DEPTH = 2 ", "DEPTH = 4 ")]
 variants = {"normal": [], "nophase": NOPHASE, "nogemv": NOGEMV, "nobar": NOBAR,
             "bare": NOPHASE + NOGEMV + NOBAR, "atomic": ATOMIC,
-            "bps1": BPS(1), "bps3": BPS(3), "bps4": BPS(4)}
+            "bps1": BPS(1), "bps3": BPS(3), "bps4": BPS(4), "depth4": DEPTH4}
 
 
 def launch_subset(self, s, kinds):

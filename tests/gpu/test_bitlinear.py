@@ -7,21 +7,26 @@ and the division give at most 4 roundings of 2^-24 each, so |y - y_ref| <= 5 * 2
 """
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import example, given, strategies as st
 from hypothesis.extra.numpy import arrays
 
 from mmfree_ref.bitlinear import bitlinear_int as ref_bitlinear_int
 from mmfree_ref.bitlinear import ternary_accumulate as ref_accumulate
+from numba import cuda
+
+from gpu import gemv
 from gpu.bitlinear import bitlinear_int, ternary_accumulate
-from gpu.common import validate
+from gpu.common import empty, validate
+from gpu.packing import pack_gemv
+from gpu.quantize import words_from_q
 from tests.gpu.helpers import SIM, dim, examples
 
 
 @st.composite
-def q_and_t(draw, max_m):
+def q_and_t(draw, max_m, max_out=dim(24, 3000), max_in=dim(100, 5000)):
     m = draw(st.integers(1, max_m))
-    d_out = draw(st.integers(1, dim(24, 3000)))
-    d_in = draw(st.integers(1, dim(100, 5000)))
+    d_out = draw(st.integers(1, max_out))
+    d_in = draw(st.integers(1, max_in))
     q = draw(arrays(np.int8, (m, d_in), elements=st.integers(-128, 127)))
     t = draw(arrays(np.int8, (d_out, d_in), elements=st.sampled_from([-1, 0, 1])))
     if draw(st.booleans()):
@@ -42,6 +47,30 @@ def test_gemv_versions_exact(version, qt):
 def test_gemm_exact(qt):
     q, t = qt
     validate(ternary_accumulate(q, t, "gemm"), ref_accumulate(q, t), f"gemm {q.shape} {t.shape}")
+
+
+@pytest.mark.parametrize("depth", [2, 4])
+@examples(6)
+@given(q_and_t(max_m=3, max_out=dim(6, 3000), max_in=dim(900, 5000)),
+       st.sampled_from([1, 4, 8, 16, 32]))
+@example(qt=(np.full((1, 900), 3, np.int8), np.ones((2, 900), np.int8)), lpr=1)
+def test_packed_gemv_any_lanes_and_depth_exact(depth, qt, lpr):
+    """Every (lanes per row, pipeline depth) of the packed GEMV, not only the defaults; rows of
+    up to 900 weights (15 chunks) so that a lane streams several pipeline steps."""
+    q, t = qt
+    packed, words = pack_gemv(t), words_from_q(q)
+    m, d_out = q.shape[0], t.shape[0]
+    acc = empty((m, d_out), np.int32)
+    ones = cuda.to_device(np.ones((1, m), np.float32))
+    kernel, grid, block = gemv.gemv_packed_launcher(m, d_out, packed.words.shape[1], lpr, depth)
+    kernel[grid, block](packed.words.view(np.int32), words.reshape(1, *words.shape), ones,
+                        ones[0, :1], d_out, gemv.ACC, empty((1, 1), np.float32), acc)
+    validate(acc, ref_accumulate(q, t), f"packed lpr {lpr} depth {depth} {q.shape} {t.shape}")
+
+
+def test_pipeline_depth_checked():
+    with pytest.raises(ValueError, match="depth must be 2 or 4, got 3"):
+        gemv.make_row_streamer(1, 3)
 
 
 @pytest.mark.parametrize("version", ["naive", "packed", "gemm"])
