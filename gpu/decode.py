@@ -40,7 +40,7 @@ lm_head) after: 4 L + 2 kernels per token.
 import math
 
 import numpy as np
-from numba import cuda
+from numba import cuda, typeof
 
 from mmfree_ref.bitlinear import BITLINEAR_EPS
 from mmfree_ref.quantize import ACT_FLOOR
@@ -50,16 +50,20 @@ from .gemv import ADD, MAX_TOKENS, STORE, lane_sum, lanes_per_row, make_row_stre
 from .gridsync import grid_epoch, grid_sync, resident_blocks
 from .quantize import ROUND_CLIP_INT8, _element_of, _word_position, act_words, block_stats
 
-NORM2, MLGRU, GLU = 0, 1, 2
+NORM2, MLGRU, GLU = 0, 1, 2                  # phase modes
+NEXT_NONE, NEXT_NORM2, NEXT_GLU = 0, 1, 2    # what the epilogue gathers for the next stage
 TPB = 32 if SIMULATOR else 256
 SH_ACC = (MAX_TOKENS, TPB) if SIMULATOR else (1, 1)
 BLOCKS_PER_SM = 2                # persistent grid (see max_blocks)
-DEPTH = 2                        # weight chunks per lane per pipeline step (gpu/gemv.py)
+DEPTH = 4                        # weight chunks per lane per pipeline step (gpu/gemv.py)
 N_STATS = 6                      # per block and token: sum s1, sum s2, max of 4 sets
 F32 = np.float32
 EPS_BL, FLOOR, C127 = F32(BITLINEAR_EPS), F32(ACT_FLOOR), F32(127)
 ONE, ZERO_F = F32(1), F32(0)
 round_clip_int8 = ROUND_CLIP_INT8[np.dtype(F32)]
+# at most 65536 / (TPB BLOCKS_PER_SM) = 128 registers, so that BLOCKS_PER_SM blocks fit per SM
+# (one token at DEPTH 4 would take 129-136 and halve the grid; capped: no spills, ptxas -v)
+STAGE_OPTS = {} if SIMULATOR else {"launch_bounds": (TPB, BLOCKS_PER_SM)}
 
 
 @cuda.jit(device=True)
@@ -86,11 +90,9 @@ def add_partial(v, s1, s2, m):
 def u_value(mode, x, b, j, d, state, lb, has_lb, update):
     """The per-element quantity of the phases (module docstring): x_j (NORM2), silu(h_j)
     (MLGRU; with update, h_j is computed from the state and written over it, else read back
-    from it), silu(gate_j) * u_j = v_j (GLU). float32."""
-    if mode == NORM2:
+    from it), v_j (GLU: silu(gate_j) u_j, formed by the gate stage's epilogue). float32."""
+    if mode != MLGRU:
         return x[b, j]
-    if mode == GLU:
-        return silu32(x[b, j]) * x[b, d + j]
     if not update:
         return silu32(state[b, j])
     f = sigmoid32(x[b, d + j])
@@ -101,14 +103,70 @@ def u_value(mode, x, b, j, d, state, lb, has_lb, update):
     return silu32(h)
 
 
-def make_stage(n_tok, lpr, n_sets, d_in, mode):
-    """A stage kernel for n_tok tokens, lpr lanes per row, n_sets activation sets of d_in."""
-    if n_sets > 4:
-        raise ValueError(f"at most 4 activation sets per stage, got {n_sets}")
+@cuda.jit(device=True)
+def element_stats(val, j, norm, pre_w, post_w, n_sets, acc):
+    """Element j of a stage's input (val: x_j, or v_j without norm) added to the statistics
+    acc (N_STATS,): acc[0] += x_j^2, acc[1] += t^2, acc[2 + k] max= |t post_w[k, j]| with
+    t = x_j pre_w[j] (norm) or v_j; the same float32 operations as make_stage's word_terms,
+    so that the maxima are the bits phase B quantizes."""
+    t = val
+    if norm:
+        acc[0] += val * val
+        t = val * pre_w[j]
+    acc[1] += t * t
+    for k in range(n_sets):
+        acc[2 + k] = max(acc[2 + k], abs(t * post_w[k, j]))
+
+
+@cuda.jit(device=True)
+def write_partials(part, blk, b, s1, s2, m):
+    """Thread 0: part[blk, b] = (s1, s2, m[0..3]) (N_STATS,)."""
+    if cuda.threadIdx.x == 0:
+        part[blk, b, 0] = s1
+        part[blk, b, 1] = s2
+        for k in range(4):
+            part[blk, b, 2 + k] = m[k]
+
+
+@cuda.jit(device=True)
+def _pair_next_sim(v, sh, b, lpr):
+    """v of the row after this thread's row (same lane): shared memory, simulator."""
+    tid = cuda.threadIdx.x
+    sh[b, tid] = v
+    cuda.syncthreads()
+    r = sh[b, min(tid + lpr, TPB - 1)]
+    cuda.syncthreads()
+    return r
+
+
+@cuda.jit(device=True)
+def _pair_next_gpu(v, sh, b, lpr):
+    """v of the row after this thread's row (same lane): one warp shuffle."""
+    return cuda.shfl_down_sync(0xFFFFFFFF, v, lpr)
+
+
+pair_next = _pair_next_sim if SIMULATOR else _pair_next_gpu
+
+
+def depth_for(n_tok):
+    """Weight chunks per lane per pipeline step of the stage GEMV (gpu/gemv.py): DEPTH for one
+    token; 2 for more, where 4 would need more than 128 registers."""
+    return DEPTH if n_tok == 1 else 2
+
+
+def make_stage(n_tok, lpr, n_sets, d_in, mode, nxt=0, nxt_sets=1):
+    """A stage kernel for n_tok tokens, lpr lanes per row, n_sets activation sets of d_in,
+    phase mode `mode`, and the next stage's statistics gathered by the epilogue: nxt = NEXT_NONE,
+    NEXT_NORM2 (of the residual, for a stage with nxt_sets activation sets) or NEXT_GLU."""
+    if n_sets > 4 or nxt_sets > 4:
+        raise ValueError(f"at most 4 activation sets per stage, got {max(n_sets, nxt_sets)}")
+    if nxt == NEXT_GLU and (lpr > 16 or (TPB // lpr) % 2):
+        raise ValueError(f"the GLU epilogue pairs rows within a warp: lpr must be <= 16, got {lpr}")
     n_words = act_words(d_in)
     n128 = n_words // 16
     rows_per_block = TPB // lpr
-    first_chunks, stream_row = make_row_streamer(n_tok, DEPTH)
+    first_chunks, stream_row = make_row_streamer(n_tok, depth_for(n_tok))
+    own_phase_a = mode == MLGRU
 
     @cuda.jit(device=True)
     def word_terms(x, b, w, pre_w, post_w, state, lb, has_lb, update, tp):
@@ -140,13 +198,14 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode):
 
     @cuda.jit(device=True)
     def phase_a(x, b, first, stride, pre_w, post_w, state, lb, has_lb, m, tc, scratch):
-        """This thread's share of token b: (sum s1, sum t^2), m[k] = max |t p_k| over its
-        words (first, first + stride, ...); the first word's products stay in tc[b] for
-        phase B. Two shortcuts, each equal to the oracle up to float32 rounding (which can
-        move a q by 1 only at a .5 tie, within the bound of tests/gpu/test_model.py):
-        mean(v^2) = rstd1^2 mean(t^2) (the oracle: mean(((x rstd1) w)^2)) and
-        max|v p| = rstd1 rstd2 max|t p|, so that both norms and the maxima need one pass and
-        one barrier; phase B then quantizes (t p rstd1) rstd2."""
+        """(MLGRU stages) This thread's share of token b: (sum s1, sum t^2), m[k] = max
+        |t p_k| over its words (first, first + stride, ...); the first word's products stay
+        in tc[b] for phase B. Two shortcuts, each equal to the oracle up to float32 rounding
+        (which can move a q by 1 only at a .5 tie, within the bound of
+        tests/gpu/test_model.py): mean(v^2) = rstd1^2 mean(t^2) (the oracle: mean(((g rstd1)
+        w silu(h))^2)) and max|v p| = rstd1 rstd2 max|t p|, so that both norms and the maxima
+        need one pass and one barrier; phase B then quantizes (t p rstd1) rstd2. The NORM2 and
+        GLU stages get the same sums from the previous stage's epilogue (element_stats)."""
         s1 = ZERO_F
         s2 = ZERO_F
         for k in range(4):
@@ -162,23 +221,22 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode):
         return s1, s2
 
     @cuda.jit(device=True)
-    def fold_partials(part, b, pre_eps, red, m, rstd, sx):
-        """Every block: the totals of all blocks' partials of token b, folded in the same
-        order in every block -> rstd[b] = rstd1 rstd2, sx[k, b] = 127 / max|n_k| (shared).
-        Two rows of part per thread are loaded together (one L2 round trip at <= 2 TPB
-        blocks)."""
+    def fold_partials(part, n_part, b, pre_eps, red, m, rstd, sx):
+        """Every block: the totals of the n_part rows of partials of token b, folded in the
+        same order in every block -> rstd[b] = rstd1 rstd2, sx[k, b] = 127 / max|n_k|
+        (shared). Two rows of part per thread are loaded together (one L2 round trip for
+        <= 2 TPB rows)."""
         s1 = ZERO_F
         s2 = ZERO_F
         for k in range(4):
             m[k] = ZERO_F
-        n_blk = cuda.gridDim.x
-        for r0 in range(0, n_blk, 2 * TPB):
+        for r0 in range(0, n_part, 2 * TPB):
             ra, rb = r0 + cuda.threadIdx.x, r0 + TPB + cuda.threadIdx.x
-            va = part[min(ra, n_blk - 1), b]
-            vb = part[min(rb, n_blk - 1), b]
-            if ra < n_blk:
+            va = part[min(ra, n_part - 1), b]
+            vb = part[min(rb, n_part - 1), b]
+            if ra < n_part:
                 s1, s2 = add_partial(va, s1, s2, m)
-            if rb < n_blk:
+            if rb < n_part:
                 s1, s2 = add_partial(vb, s1, s2, m)
         s1, s2 = block_stats(red, s1, s2, m)
         if cuda.threadIdx.x == 0:
@@ -194,11 +252,12 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode):
     @cuda.jit(device=True)
     def phase_b(x, b, first, stride, pre_w, post_w, state, lb, has_lb, rstd, sx, tc, scratch,
                 actg):
-        """This thread's activation words of token b (those of phase_a), every set: the first
-        from tc[b], any further ones recomputed (h read back from the state)."""
+        """This thread's activation words of token b, every set: in an MLGRU stage the first
+        from tc[b] (phase A) and any further ones recomputed (h read back from the state),
+        elsewhere all computed here from x."""
         for w in range(first, n_words, stride):
             tp = tc[b]
-            if w != first:
+            if w != first or not own_phase_a:
                 tp = scratch
                 word_terms(x, b, w, pre_w, post_w, state, lb, has_lb, False, tp)
             g, e = w // 4, w % 4
@@ -211,44 +270,47 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode):
                     word -= 2**32
                 actg[(k * n_tok + b) * n_words + _word_position(g, e, n128)] = word
 
-    @cuda.jit
+    @cuda.jit(**STAGE_OPTS)
     def stage(w32, sw, seg_rows, x, pre_w, pre_eps, post_w, state, lb, has_lb, out_mode, out,
-              part, actg, bar):
+              part, n_part, actg, bar, nxt_pre_w, nxt_post_w):
         sx = cuda.shared.array((4, MAX_TOKENS), np.float32)     # 127 / max|n| per set, token
         rstd = cuda.shared.array((2, MAX_TOKENS), np.float32)   # rstd1, rstd2 per token
         red = cuda.shared.array((N_STATS, TPB), np.float32)
         sh_acc = cuda.shared.array(SH_ACC, np.int32)            # lane sums (simulator only)
+        sh_y = cuda.shared.array(SH_ACC, np.float32)            # row pairs (simulator only)
         m = cuda.local.array(4, np.float32)
         tc = cuda.local.array((n_tok, n_sets, 4), np.float32)   # each token's first word
         scratch = cuda.local.array((n_sets, 4), np.float32)
+        es = cuda.local.array((n_tok, N_STATS), np.float32)     # the next stage's statistics
         tid, blk = cuda.threadIdx.x, cuda.blockIdx.x
         first, stride = blk * TPB + tid, cuda.gridDim.x * TPB   # this thread's words
         lane = tid % lpr
         n_rows = w32.shape[0]
         n_rgroups = (n_rows + rows_per_block - 1) // rows_per_block
-        # 1. this lane's first two weight chunks (their latency overlaps the phases)
+        # 1. this lane's first weight chunks (their latency overlaps 2-4)
         c = first_chunks(w32, min(blk * rows_per_block + tid // lpr, n_rows - 1), lane, lpr)
         base = grid_epoch(bar)
         # 2.-4. norms, gates and quantization, each element once in the grid
+        if own_phase_a:
+            for b in range(n_tok):
+                s1, s2 = phase_a(x, b, first, stride, pre_w, post_w, state, lb, has_lb, m, tc,
+                                 scratch)
+                s1, s2 = block_stats(red, s1, s2, m)
+                write_partials(part, blk, b, s1, s2, m)
+            grid_sync(bar, base, 1)
+            n_part = cuda.gridDim.x
         for b in range(n_tok):
-            s1, s2 = phase_a(x, b, first, stride, pre_w, post_w, state, lb, has_lb, m, tc,
-                             scratch)
-            s1, s2 = block_stats(red, s1, s2, m)
-            if tid == 0:
-                part[blk, b, 0] = s1
-                part[blk, b, 1] = s2
-                for k in range(4):
-                    part[blk, b, 2 + k] = m[k]
-        grid_sync(bar, base, 1)
-        for b in range(n_tok):
-            fold_partials(part, b, pre_eps, red, m, rstd, sx)
+            fold_partials(part, n_part, b, pre_eps, red, m, rstd, sx)
         cuda.syncthreads()
         for b in range(n_tok):
             phase_b(x, b, first, stride, pre_w, post_w, state, lb, has_lb, rstd, sx, tc,
                     scratch, actg)
-        grid_sync(bar, base, 2)
+        grid_sync(bar, base, 2 if own_phase_a else 1)
         # 5./6. GEMV and epilogue over this block's row groups
         acc = cuda.local.array(MAX_TOKENS, np.int32)
+        for b in range(n_tok):
+            for k in range(N_STATS):
+                es[b, k] = ZERO_F
         rg = blk
         while rg < n_rgroups:
             row = rg * rows_per_block + tid // lpr
@@ -264,46 +326,90 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode):
                                  lane, lpr)
             for b in range(n_tok):
                 total = lane_sum(acc[b], sh_acc, b, lpr)
+                y = F32(total) / (sx[p, b] * sw[p])
+                if nxt == NEXT_GLU:
+                    u = pair_next(y, sh_y, b, lpr)     # u_j from row 2j + 1 (all lanes)
                 if lane == 0 and valid:
-                    y = F32(total) / (sx[p, b] * sw[p])
                     if out_mode == ADD:
-                        out[b, row] += y
-                    else:
+                        y = out[b, row] + y
+                    if nxt != NEXT_GLU:
                         out[b, row] = y
+                        if nxt == NEXT_NORM2:
+                            element_stats(y, row, True, nxt_pre_w, nxt_post_w, nxt_sets, es[b])
+                    elif row % 2 == 0:
+                        v = silu32(y) * u
+                        out[b, row // 2] = v
+                        element_stats(v, row // 2, False, nxt_pre_w, nxt_post_w, nxt_sets,
+                                      es[b])
+        # 7. the next stage's partial statistics (all this kernel's blocks have folded theirs)
+        if nxt != NEXT_NONE:
+            for b in range(n_tok):
+                for k in range(4):
+                    m[k] = es[b, 2 + k]
+                s1, s2 = block_stats(red, es[b, 0], es[b, 1], m)
+                write_partials(part, blk, b, s1, s2, m)
 
     return stage
 
 
 @cuda.jit
-def embed_kernel(ids, emb, res):
-    """res[b, :] = emb[ids[b], :]; one thread per element."""
-    k = cuda.grid(1)
-    if k < res.size:
-        b, j = k // res.shape[1], k % res.shape[1]
-        res[b, j] = emb[ids[b], j]
+def embed_kernel(ids, emb, res, pre_w, post_w, part):
+    """res[b, :] = emb[ids[b], :], grid-stride over the elements, and each block's partial
+    statistics of the first stage (NORM2 with pre_w = attn_norm of layer 0, post_w: its
+    BitLinear norms) in part[block, b], as a stage epilogue would leave them."""
+    red = cuda.shared.array((N_STATS, TPB), np.float32)
+    acc = cuda.local.array(N_STATS, np.float32)
+    m = cuda.local.array(4, np.float32)
+    d = res.shape[1]
+    for b in range(res.shape[0]):
+        for k in range(N_STATS):
+            acc[k] = ZERO_F
+        for j in range(cuda.blockIdx.x * TPB + cuda.threadIdx.x, d, cuda.gridDim.x * TPB):
+            v = emb[ids[b], j]
+            res[b, j] = v
+            element_stats(v, j, True, pre_w, post_w, post_w.shape[0], acc)
+        for k in range(4):
+            m[k] = acc[2 + k]
+        s1, s2 = block_stats(red, acc[0], acc[1], m)
+        write_partials(part, cuda.blockIdx.x, b, s1, s2, m)
 
 
-_STAGES = {}
+def launch_embed(stream, ids, emb, res, pre_w, post_w, part):
+    """Launch embed_kernel on as many blocks as part has rows (at most one per TPB elements);
+    returns that number (the first stage's n_part)."""
+    grid = min(-(-res.shape[1] // TPB), part.shape[0])
+    embed_kernel[grid, TPB, stream](ids, emb, res, pre_w, post_w, part)
+    return grid
 
 
-def launch_stage(stream, n_tok, n_sets, d_in, mode, args):
-    """Launch a stage (compiled once per configuration) on as many blocks as the grid barrier
-    allows (all resident at once), part (args[-3], (blocks, MAX_TOKENS, N_STATS)) holds and
-    the weights have row groups.
+_STAGES = {}                    # configuration -> stage dispatcher
+_SPECIALIZED = {}               # configuration + argument types -> (kernel, resident blocks)
+PART_ARG = 12                   # index of `part` in the stage kernel's arguments
+
+
+def launch_stage(stream, n_tok, n_sets, d_in, mode, nxt, nxt_sets, args):
+    """Launch a stage (compiled and specialized once per configuration and argument types) on
+    as many blocks as the grid barrier allows (all resident at once), part holds and the
+    weights have row groups; returns that number of blocks (the next stage's n_part).
     args: the stage kernel's arguments, w32 first."""
     if not 1 <= n_tok <= MAX_TOKENS:
         raise ValueError(f"decoding takes 1..{MAX_TOKENS} sequences at once, got {n_tok}")
     # the simulator pays per thread: one lane per row there
     lpr = 1 if SIMULATOR else lanes_per_row(args[0].shape[1] // 2)
-    key = (n_tok, lpr, n_sets, d_in, mode)
+    key = (n_tok, lpr, n_sets, d_in, mode, nxt, nxt_sets)
     if key not in _STAGES:
         _STAGES[key] = make_stage(*key)
-    kernel, resident = resident_blocks(_STAGES[key], args, TPB)
+    # specializing costs host time on every call: cache it (eager steps launch 4 L + 2 kernels)
+    tkey = key + (() if SIMULATOR else tuple(typeof(a) for a in args))
+    if tkey not in _SPECIALIZED:
+        _SPECIALIZED[tkey] = resident_blocks(_STAGES[key], args, TPB)
+    kernel, resident = _SPECIALIZED[tkey]
     # no more blocks than row groups: a block without rows would only add barrier arrivals
     # (run 6 used every resident block: 370M steps took 1.23 ms, v5 0.80 ms)
     n_rgroups = -(-args[0].shape[0] // (TPB // lpr))
-    grid = min(resident, args[-3].shape[0], n_rgroups)
+    grid = min(resident, args[PART_ARG].shape[0], n_rgroups)
     kernel[grid, TPB, stream](*args)
+    return grid
 
 
 def max_blocks():

@@ -52,9 +52,14 @@ def _ternary(w):
     return t, float(scale)
 
 
-def _linear_from_params(weights, norm_weights):
+def _linear_from_params(weights, norm_weights, pair_rows=False):
+    """pair_rows: the rows [gate; u] of a GLU's gate_proj reordered gate_0, u_0, gate_1, u_1,
+    ..., so that the stage epilogue finds u_j beside gate_j (gpu/decode.py, NEXT_GLU)."""
     ts, scales = zip(*(_ternary(w) for w in weights))
-    return _Linear(pack_gemv(np.concatenate(ts)), scales, norm_weights)
+    t = np.concatenate(ts)
+    if pair_rows:
+        t = np.stack(np.split(t, 2), axis=1).reshape(t.shape)
+    return _Linear(pack_gemv(t), scales, norm_weights)
 
 
 @cuda.jit
@@ -123,7 +128,7 @@ class GPUDecoder:
                                         [p(f"attn.{n}_proj.norm.weight") for n in "ifg"]),
                 o=_linear_from_params([p("attn.o_proj.weight")], [p("attn.o_proj.norm.weight")]),
                 gate=_linear_from_params([p("mlp.gate_proj.weight")],
-                                         [p("mlp.gate_proj.norm.weight")]),
+                                         [p("mlp.gate_proj.norm.weight")], pair_rows=True),
                 down=_linear_from_params([p("mlp.down_proj.weight")],
                                          [p("mlp.down_proj.norm.weight")]),
                 attn_norm=cuda.to_device(np.asarray(p("attn_norm.weight"), F32)),
@@ -191,48 +196,67 @@ class GPUDecoder:
         d, n, v = c.hidden_size, c.intermediate, c.vocab_size
         z = lambda *s: cuda.to_device(np.zeros(s, F32))   # noqa: E731
         self.ids = cuda.to_device(np.zeros(batch, np.int32))
-        self.res, self.ifg, self.gu = z(batch, d), z(batch, 3 * d), z(batch, 2 * n)
+        self.res, self.ifg, self.gu = z(batch, d), z(batch, 3 * d), z(batch, n)
         self.logits = z(batch, v)
         self.state = [z(batch, d) for _ in range(c.num_hidden_layers)]
         self._dummy = z(1, 1)
         # scratch of the stage kernels (gpu/decode.py): per-block partial statistics, the
         # activation words of one stage, and one grid-barrier counter per launch
-        self.part = z(decode.max_blocks(), decode.MAX_TOKENS, decode.N_STATS)
+        # (rows: the stage grid or the embedding's, one block per TPB elements; under the
+        # simulator the latter is the only multi-block grid, and tests the folding of rows)
+        rows = max(decode.max_blocks(), -(-d // decode.TPB))
+        self.part = z(rows, decode.MAX_TOKENS, decode.N_STATS)
         act = max(lin.n_sets * act_words(lin.packed.d_in) for lin in self.linears())
         self.actg = cuda.to_device(np.zeros(batch * act, np.int32))
         self.bars = cuda.to_device(np.zeros(self.kernels_per_step(), np.uint64))
-        self._site = 0
         self._batch = batch
         if self._graph is not None:
             self._graph.close()
         self._graph = None
 
-    def _stage(self, s, lin, mode, x, pre_w, pre_eps, state, layer, out_mode, out):
-        lb = layer["lb"] if layer is not None else self._dummy[0]
-        has_lb = layer["has_lb"] if layer is not None else False
-        bar = self.bars[self._site:self._site + 1]     # this launch's own barrier counter
-        self._site += 1
-        decode.launch_stage(s, self._batch, lin.n_sets, lin.packed.d_in, mode,
-                            (lin.words, lin.sw, lin.seg_rows, x, pre_w, F32(pre_eps), lin.post_w,
-                             state, lb, has_lb, out_mode, out, self.part, self.actg, bar))
-
-    def _launch_step(self, s):
-        """Enqueue one decode step (4 L + 2 kernels) on stream s."""
-        eps = self.config.rms_norm_eps
-        d = self._dummy
-        self._site = 0
-        decode.embed_kernel[(self.res.size + 255) // 256, 256, s](self.ids, self.emb, self.res)
+    def _plan(self):
+        """The stages of one step, in order: (kind, linear, mode, x, pre_w, pre_eps, state,
+        layer, out_mode, out), kind being "ifg", "o", "gate", "down" or "head"."""
+        eps, d = self.config.rms_norm_eps, self._dummy
         for i, layer in enumerate(self.layers):
-            self._stage(s, layer["ifg"], decode.NORM2, self.res, layer["attn_norm"], eps, d,
-                        None, decode.STORE, self.ifg)
-            self._stage(s, layer["o"], decode.MLGRU, self.ifg, layer["g_norm"], G_NORM_EPS,
-                        self.state[i], layer, decode.ADD, self.res)
-            self._stage(s, layer["gate"], decode.NORM2, self.res, layer["mlp_norm"], eps, d,
-                        None, decode.STORE, self.gu)
-            self._stage(s, layer["down"], decode.GLU, self.gu, d[0], eps, d, None,
-                        decode.ADD, self.res)
-        self._stage(s, self.head, decode.NORM2, self.res, self.norms, eps, d, None,
-                    decode.STORE, self.logits)
+            yield ("ifg", layer["ifg"], decode.NORM2, self.res, layer["attn_norm"], eps, d, None,
+                   decode.STORE, self.ifg)
+            yield ("o", layer["o"], decode.MLGRU, self.ifg, layer["g_norm"], G_NORM_EPS,
+                   self.state[i], layer, decode.ADD, self.res)
+            yield ("gate", layer["gate"], decode.NORM2, self.res, layer["mlp_norm"], eps, d, None,
+                   decode.STORE, self.gu)
+            yield ("down", layer["down"], decode.GLU, self.gu, d[0], eps, d, None, decode.ADD,
+                   self.res)
+        yield ("head", self.head, decode.NORM2, self.res, self.norms, eps, d, None, decode.STORE,
+               self.logits)
+
+    def _launch_step(self, s, kinds=None):
+        """Enqueue one decode step (4 L + 2 kernels) on stream s; with kinds (a set of stage
+        kinds, gpu/probe_stages.py), only the stages of those kinds (timing only: their
+        inputs are then not what a step would give them)."""
+        plan = list(self._plan())
+        first = plan[0]
+        n_part = decode.launch_embed(s, self.ids, self.emb, self.res, first[4],
+                                     first[1].post_w, self.part)
+        for site, (stage, nxt) in enumerate(zip(plan, plan[1:] + [None])):
+            kind, lin, mode, x, pre_w, pre_eps, state, layer, out_mode, out = stage
+            if kinds is not None and kind not in kinds:
+                continue
+            # what this stage's epilogue gathers: the next stage's statistics when that stage
+            # is a NORM2 or GLU one (an MLGRU stage computes its own)
+            if nxt is None or nxt[2] == decode.MLGRU:
+                nxt_kind, nxt_lin, nxt_pre = decode.NEXT_NONE, lin, pre_w
+            else:
+                nxt_kind = decode.NEXT_GLU if nxt[2] == decode.GLU else decode.NEXT_NORM2
+                nxt_lin, nxt_pre = nxt[1], nxt[4]
+            lb = layer["lb"] if layer is not None else self._dummy[0]
+            has_lb = layer["has_lb"] if layer is not None else False
+            bar = self.bars[site:site + 1]      # this launch's own barrier counter
+            n_part = decode.launch_stage(
+                s, self._batch, lin.n_sets, lin.packed.d_in, mode, nxt_kind, nxt_lin.n_sets,
+                (lin.words, lin.sw, lin.seg_rows, x, pre_w, F32(pre_eps), lin.post_w, state, lb,
+                 has_lb, out_mode, out, self.part, n_part, self.actg, bar, nxt_pre,
+                 nxt_lin.post_w))
 
     def _check_ids(self, ids_t):
         ids_t = np.asarray(ids_t)

@@ -1,16 +1,18 @@
 """Where does a decode-step kernel spend its time? A diagnostic for gpu/decode.py (GPU only).
 
-    python -m gpu.probe_stages SIZES VARIANTS      e.g.  1.3B,13B normal,nopro,nogemv,neither
+    python -m gpu.probe_stages SIZES VARIANTS      e.g.  1.3B,13B normal,nophase,nogemv,nobar
 
 For each model size and variant, captures each stage type alone (all layers' ifg, o, gate or
-down kernels) and the whole step in a CUDA graph, and prints milliseconds per graph and
-microseconds per kernel; writes $OUT/probe.json (or ./probe.json). Variants are gpu/decode.py
-with one line changed in its source (the kernels are compiled from the edited text):
-nophase skips phases A and B (norms and quantization), nogemv the GEMV, nobar turns the grid
-barriers into block barriers, bare does all three (launch and first loads only), bpsK runs K
-blocks per SM, depth4 streams 4 weight chunks per lane per pipeline step (gpu/gemv.py). (Before the grid barrier, gpu/results/probe_run*.json, the variants were
-nopro, nogemv, neither, bpsK and u8 over the per-block prologue.) Results with skipped parts are garbage
-values; only the times mean something. Used for docs/benchmarks.md (gpu/results/probe_*.json).
+down kernels, behind the embedding kernel) and the whole step in a CUDA graph, and prints
+milliseconds per graph and microseconds per stage kernel; writes $OUT/probe.json (or
+./probe.json). Variants are gpu/decode.py with one line changed in its source (the kernels are
+compiled from the edited text): nophase skips phases A and B (norms and quantization), nogemv
+the GEMV, nobar turns the grid barriers into block barriers, bare does all three (launch and
+first loads only), bpsK runs K blocks per SM, depth4 streams 4 weight chunks per lane per
+pipeline step (gpu/gemv.py). (Before the grid barrier, gpu/results/probe_run*.json, the
+variants were nopro, nogemv, neither, bpsK and u8 over the per-block prologue.) Results with
+skipped parts are garbage values; only the times mean something. Used for docs/benchmarks.md
+(gpu/results/probe_*.json).
 """
 import json
 import os
@@ -24,7 +26,6 @@ from gpu import decode as dec0
 from gpu.graph import CudaGraph
 from gpu.gridsync import ld_acquire
 from mmfree_ref.config import preset
-from mmfree_ref.mlgru import G_NORM_EPS
 
 SRC = open(dec0.__file__).read()
 
@@ -53,15 +54,18 @@ def grid_sync_atomic(bar, base, k):
     cuda.syncthreads()
 
 
-def skip_loop(call):
+def skip_loop(call, indent=8):
     """The token loop around `call` in make_stage's kernel, run zero times."""
-    return (f"        for b in range(n_tok):\n            {call}",
-            f"        for b in range(0):\n            {call}")
+    pad = " " * indent
+    return (f"{pad}for b in range(n_tok):\n{pad}    {call}",
+            f"{pad}for b in range(0):\n{pad}    {call}")
 
 
-NOPHASE = [skip_loop("s1, s2 = phase_a("), skip_loop("fold_partials("), skip_loop("phase_b(")]
+NOPHASE = [skip_loop("s1, s2 = phase_a(", 12), skip_loop("fold_partials("),
+           skip_loop("phase_b(")]
 NOGEMV = [("        while rg < n_rgroups:", "        while rg < 0:")]
-NOBAR = [(f"        grid_sync(bar, base, {k})\n", "        cuda.syncthreads()\n") for k in (1, 2)]
+NOBAR = [("            grid_sync(bar, base, 1)\n", "            cuda.syncthreads()\n"),
+         ("        grid_sync(bar, base, 2 if own_phase_a else 1)\n", "        cuda.syncthreads()\n")]
 ATOMIC = [("from .gridsync import grid_epoch, grid_sync, resident_blocks",
            "from .gridsync import grid_epoch, resident_blocks\n"
            "from .probe_stages import grid_sync_atomic as grid_sync")]
@@ -72,20 +76,9 @@ variants = {"normal": [], "nophase": NOPHASE, "nogemv": NOGEMV, "nobar": NOBAR,
             "bps1": BPS(1), "bps3": BPS(3), "bps4": BPS(4), "depth4": DEPTH4}
 
 
-def launch_subset(self, s, kinds):
-    eps = self.config.rms_norm_eps; d = self._dummy; D = gm.decode
-    self._site = 0
-    for i, layer in enumerate(self.layers):
-        if "ifg" in kinds: self._stage(s, layer["ifg"], D.NORM2, self.res, layer["attn_norm"], eps, d, None, D.STORE, self.ifg)
-        if "o" in kinds: self._stage(s, layer["o"], D.MLGRU, self.ifg, layer["g_norm"], G_NORM_EPS, self.state[i], layer, D.ADD, self.res)
-        if "gate" in kinds: self._stage(s, layer["gate"], D.NORM2, self.res, layer["mlp_norm"], eps, d, None, D.STORE, self.gu)
-        if "down" in kinds: self._stage(s, layer["down"], D.GLU, self.gu, d[0], eps, d, None, D.ADD, self.res)
-    if "head" in kinds: self._stage(s, self.head, D.NORM2, self.res, self.norms, eps, d, None, D.STORE, self.logits)
-
-
 def time_graph(dec, kinds, reps=30):
     st = dec.stream
-    fn = lambda s: launch_subset(dec, s, kinds)
+    fn = lambda s: dec._launch_step(s, set(kinds))
     fn(st); st.synchronize()
     g = CudaGraph(fn, st)
     g.launch(st); st.synchronize()

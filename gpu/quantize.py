@@ -133,9 +133,6 @@ def block_stats(red, s1, s2, m):
         m[k] = _fold(red, 2 + k, True)
     cuda.syncthreads()
     return s1, s2
-    for k in range(4):
-        m[k] = _fold(red, k, True)
-    cuda.syncthreads()
 
 
 def _make_round_clip_int8(dtype):

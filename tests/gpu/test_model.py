@@ -22,8 +22,8 @@ from tests.gpu.helpers import SIM
 RTOL_LOGITS = 1e-4
 
 
-def tiny_params(seed=0, intermediate_size=32):
-    c = HGRNBitConfig(vocab_size=11, hidden_size=16, num_hidden_layers=2,
+def tiny_params(seed=0, intermediate_size=32, hidden_size=16):
+    c = HGRNBitConfig(vocab_size=11, hidden_size=hidden_size, num_hidden_layers=2,
                       intermediate_size=intermediate_size)
     p = init_params(c, seed)
     rng = np.random.default_rng(seed)
@@ -53,10 +53,21 @@ def test_tiny_model_logits_match_oracle():
 def test_threads_owning_several_activation_words():
     """d_in = 200 of the down projection: 64 activation words, more than the 32 threads of the
     simulator's single block, so a thread quantizes several words of each of the two
-    sequences (all but its first word recomputed in phase B, gpu/decode.py); on the GPU the
-    grid has more threads than words."""
+    sequences (gpu/decode.py phase B); on the GPU the grid has more threads than words."""
     c, p = tiny_params(seed=3, intermediate_size=200)
     ids = np.array([[4, 9], [1, 7]])
+    ref = decode_logits(p, c, ids)
+    got = gpu_decode_logits(GPUDecoder(p, c), ids)
+    assert np.abs(got - ref).max() <= RTOL_LOGITS * np.abs(ref).max()
+    np.testing.assert_array_equal(got.argmax(-1), ref.argmax(-1))
+
+
+def test_statistics_folded_over_several_blocks():
+    """hidden 48: the embedding kernel runs on two blocks (one per 32 elements under the
+    simulator, the second one partial), so the first stage folds two rows of partial sums
+    and maxima (gpu/decode.py); under the simulator the stage grids are single blocks."""
+    c, p = tiny_params(seed=5, hidden_size=48)
+    ids = np.array([[2, 8]])
     ref = decode_logits(p, c, ids)
     got = gpu_decode_logits(GPUDecoder(p, c), ids)
     assert np.abs(got - ref).max() <= RTOL_LOGITS * np.abs(ref).max()
