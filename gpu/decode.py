@@ -55,14 +55,15 @@ NEXT_NONE, NEXT_NORM2, NEXT_GLU = 0, 1, 2    # what the epilogue gathers for the
 TPB = 32 if SIMULATOR else 256
 SH_ACC = (MAX_TOKENS, TPB) if SIMULATOR else (1, 1)
 BLOCKS_PER_SM = 2                # persistent grid (see max_blocks)
-DEPTH = 4                        # weight chunks per lane per pipeline step (gpu/gemv.py)
+DEPTH = 2                        # weight chunks per lane per pipeline step (gpu/gemv.py;
+                                 # 4 measured slower in v7: gpu/results/probe_run12_v7.json)
 N_STATS = 6                      # per block and token: sum s1, sum s2, max of 4 sets
 F32 = np.float32
 EPS_BL, FLOOR, C127 = F32(BITLINEAR_EPS), F32(ACT_FLOOR), F32(127)
 ONE, ZERO_F = F32(1), F32(0)
 round_clip_int8 = ROUND_CLIP_INT8[np.dtype(F32)]
 # at most 65536 / (TPB BLOCKS_PER_SM) = 128 registers, so that BLOCKS_PER_SM blocks fit per SM
-# (one token at DEPTH 4 would take 129-136 and halve the grid; capped: no spills, ptxas -v)
+# (ptxas -v: 8 tokens would take 140 and halve the grid; capped, they spill ~100 bytes)
 STAGE_OPTS = {} if SIMULATOR else {"launch_bounds": (TPB, BLOCKS_PER_SM)}
 
 
@@ -148,12 +149,6 @@ def _pair_next_gpu(v, sh, b, lpr):
 pair_next = _pair_next_sim if SIMULATOR else _pair_next_gpu
 
 
-def depth_for(n_tok):
-    """Weight chunks per lane per pipeline step of the stage GEMV (gpu/gemv.py): DEPTH for one
-    token; 2 for more, where 4 would need more than 128 registers."""
-    return DEPTH if n_tok == 1 else 2
-
-
 def make_stage(n_tok, lpr, n_sets, d_in, mode, nxt=0, nxt_sets=1):
     """A stage kernel for n_tok tokens, lpr lanes per row, n_sets activation sets of d_in,
     phase mode `mode`, and the next stage's statistics gathered by the epilogue: nxt = NEXT_NONE,
@@ -165,7 +160,7 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode, nxt=0, nxt_sets=1):
     n_words = act_words(d_in)
     n128 = n_words // 16
     rows_per_block = TPB // lpr
-    first_chunks, stream_row = make_row_streamer(n_tok, depth_for(n_tok))
+    first_chunks, stream_row = make_row_streamer(n_tok, DEPTH)
     own_phase_a = mode == MLGRU
 
     @cuda.jit(device=True)

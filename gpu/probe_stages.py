@@ -8,9 +8,8 @@ milliseconds per graph and microseconds per stage kernel; writes $OUT/probe.json
 ./probe.json). Variants are gpu/decode.py with one line changed in its source (the kernels are
 compiled from the edited text): nophase skips phases A and B (norms and quantization), nogemv
 the GEMV, nobar turns the grid barriers into block barriers, bare does all three (launch and
-first loads only), bpsK runs K blocks per SM, depth2 streams 2 weight chunks per lane per
-pipeline step instead of 4 (gpu/gemv.py; run 10's depth4 was the reverse, when 2 was the
-default). (Before the grid barrier, gpu/results/probe_run*.json, the variants were nopro,
+first loads only), bpsK runs K blocks per SM, depth4 streams 4 weight chunks per lane per
+pipeline step instead of 2 (gpu/gemv.py; in run 12, "depth2" was this against a default of 4). (Before the grid barrier, gpu/results/probe_run*.json, the variants were nopro,
 nogemv, neither, bpsK and u8 over the per-block prologue.) Results with skipped parts are
 garbage values; only the times mean something. Used for docs/benchmarks.md
 (gpu/results/probe_*.json).
@@ -71,10 +70,10 @@ ATOMIC = [("from .gridsync import grid_epoch, grid_sync, resident_blocks",
            "from .gridsync import grid_epoch, resident_blocks\n"
            "from .probe_stages import grid_sync_atomic as grid_sync")]
 BPS = lambda k: [("BLOCKS_PER_SM = 2", f"BLOCKS_PER_SM = {k}")]   # noqa: E731
-DEPTH2 = [("DEPTH = 4 ", "DEPTH = 2 ")]
+DEPTH4 = [("DEPTH = 2 ", "DEPTH = 4 ")]
 variants = {"normal": [], "nophase": NOPHASE, "nogemv": NOGEMV, "nobar": NOBAR,
             "bare": NOPHASE + NOGEMV + NOBAR, "atomic": ATOMIC,
-            "bps1": BPS(1), "bps3": BPS(3), "bps4": BPS(4), "depth2": DEPTH2}
+            "bps1": BPS(1), "bps3": BPS(3), "bps4": BPS(4), "depth4": DEPTH4}
 
 
 def time_graph(dec, kinds, reps=30):
