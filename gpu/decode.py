@@ -2,40 +2,49 @@
 sequence, batch 1..8) with four kernels per layer.
 
 Each BitLinear is one "stage" kernel on a persistent grid (as many blocks as fit on the device
-at once, at most BLOCKS_PER_SM per SM). Every block:
-  1. prefetches its first two 16-byte weight chunks per lane (their DRAM latency overlaps 2-4);
-  2. phase A: computes, for its share of the activation words (word w of token b goes to
-     thread w mod grid-size, four elements each), everything between the previous projection
-     and this one (norms, gates, recurrence): per element the products t p_k (word_terms),
-     kept in registers for step 4, the sums of squares and the absolute maxima, reduced over
-     the block into part[block, b];
-  3. grid barrier (gpu/gridsync.py); every block folds all blocks' partials in the same order
-     (so all blocks get the same bits) into rstd and the int8 scale of each activation set;
+at once, at most BLOCKS_PER_SM per SM, no more than the weights have row groups). Every block:
+  1. prefetches its first DEPTH 16-byte weight chunks per lane (their DRAM latency overlaps 2-4);
+  2. (MLGRU stages only) phase A: computes, for its share of the activation words (word w of
+     token b goes to thread w mod grid-size, four elements each), the gates and the recurrence
+     and per element the products t p_k (word_terms), kept in registers for step 4, the sums of
+     squares and the absolute maxima, reduced over the block into part[block, b]; then a grid
+     barrier (gpu/gridsync.py). The other stages find these partials in `part` already: the
+     previous kernel's epilogue (step 6) or the embedding kernel wrote them, n_part rows;
+  3. every block folds all rows of partials in the same order (so all blocks get the same
+     bits) into rstd and the int8 scale of each activation set;
   4. phase B: the same threads turn their words' elements into int8 (round half away from
      zero, gpu/quantize.py layout) and write the activation words to `actg` (global);
   5. grid barrier; the packed GEMV (gpu/gemv.py: byte-permute decode + dp4a, software-pipelined
      16-byte loads) over row groups blockIdx, blockIdx + gridDim, ..., reading actg;
-  6. epilogue: y = acc / (scale_x * scale_w), stored (STORE) or added to the residual (ADD).
+  6. epilogue: y = acc / (scale_x * scale_w), stored (STORE) or added to the residual (ADD);
+     and, for the next stage (`nxt`), each output element's share of its statistics
+     (element_stats), reduced over the block into part[block, b]: NEXT_NORM2 for the residual
+     after an ADD stage, NEXT_GLU after the gate projection, whose rows come interleaved
+     (gate_0, u_0, gate_1, u_1, ...: gpu/model.py) so that lane 0 of row 2j gets u_j from row
+     2j + 1 by one shuffle and writes v_j = silu(gate_j) u_j instead of gate and u. Every block
+     has folded this kernel's partials (step 3) before any passes the barrier of step 5, so
+     overwriting them here is safe.
 History: v1-v5 of this file had no grid barrier, so every block recomputed steps 2-4 for the
 whole vector in shared memory; that redundant prologue was most of a stage's time (~10 us per
-kernel at 1.3B, 20-60 us at 13B: docs/benchmarks.md, gpu/results/probe_run*.json). v6 (this
-version) computes each element once per step, at the price of two grid barriers per kernel
-(~2.5 us each): a 13B step went from 5.88 to 3.85 ms, 1.3B from 1.36 to 1.27 ms, while 370M
-went from 0.80 to 1.03 ms (docs/benchmarks.md).
+kernel at 1.3B, 20-60 us at 13B: docs/benchmarks.md, gpu/results/probe_run*.json). v6 computed
+each element once per step, at the price of two grid barriers per kernel (~2.5 us each): a 13B
+step went from 5.88 to 3.85 ms, 1.3B from 1.36 to 1.27 ms, 370M from 0.80 to 1.03 ms. v7 (this
+version) moves phase A of the NORM2 and GLU stages into the previous epilogue, so that three
+stages of four have one barrier: 13B 3.25 ms, 1.3B 0.99 ms, 370M 0.86 ms (docs/benchmarks.md).
 Phase modes (the oracle's code they reproduce, mmfree_ref/model.py, mlgru.py, glu.py):
   NORM2   v = rmsnorm(x, pre_w, pre_eps)                 attn_norm / mlp_norm / model.norm
   MLGRU   [i | f_pre | g] = x;  f = sigmoid(f_pre), f = lb + (1 - lb) f;  c = silu(i) (1 - f)
           h = f * h_prev + c  (written over the layer's state in phase A: phase B reads the h
           its own thread wrote);  v = rmsnorm(g, g_norm, 1e-6) * silu(h)
-  GLU     [gate | u] = x;  v = silu(gate) * u
+  GLU     v = x  (= silu(gate) * u, formed by the gate stage's epilogue)
 then for each activation set p: n = rmsnorm(v, post_w[p], 1e-6) (BitLinear's own norm), q, scale.
-Stages of one layer, on buffers res (B, D) (the residual stream), ifg (B, 3D), gu (B, 2N):
-  ifg   NORM2 on res with attn_norm; weights [W_i; W_f; W_g] (3 activation sets) -> ifg (STORE)
-  o     MLGRU on ifg and the layer's state;   W_o                    -> res (ADD)
-  gate  NORM2 on res with mlp_norm; W_gate                           -> gu (STORE)
-  down  GLU on gu;                             W_down                 -> res (ADD)
-plus `embed` (res = embeddings[ids]) before the layers and `head` (NORM2 with model.norm,
-lm_head) after: 4 L + 2 kernels per token.
+Stages of one layer, on buffers res (B, D) (the residual stream), ifg (B, 3D), gu (B, N):
+  ifg   NORM2 on res with attn_norm; weights [W_i; W_f; W_g] (3 sets) -> ifg (STORE)
+  o     MLGRU on ifg and the layer's state;   W_o     -> res (ADD),   NEXT_NORM2 for gate
+  gate  NORM2 on res with mlp_norm; W_gate (rows paired)  -> gu (STORE), NEXT_GLU
+  down  GLU on gu;                             W_down  -> res (ADD),   NEXT_NORM2 for the next ifg
+plus `embed` (res = embeddings[ids], and the first ifg's partials) before the layers and `head`
+(NORM2 with model.norm, lm_head) after: 4 L + 2 kernels per token.
 """
 import math
 

@@ -8,7 +8,9 @@
 Weights: each BitLinear weight is quantized once on the host by the oracle
 (mmfree_ref.quantize.absmean_ternary), packed to 2 bits (gpu/packing.py, GEMV layout) and kept
 on the device with its scale; the MLGRU's i, f, g projections are stacked into one matrix
-[W_i; W_f; W_g] (one launch, three activation sets). Embeddings and norm weights stay float32.
+[W_i; W_f; W_g] (one launch, three activation sets), and the rows of the GLU's gate_proj are
+interleaved gate_0, u_0, gate_1, u_1, ... (its stage epilogue forms silu(gate) u from row
+pairs). Embeddings and norm weights stay float32.
 A step is 4 L + 2 kernels (gpu/decode.py); with use_graph (default) they are captured once per
 batch size into a CUDA graph (gpu/graph.py) and each step is one graph launch. The prefill runs
 the prompt through the same step, token by token (the model is recurrent: the state after the

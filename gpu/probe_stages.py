@@ -9,10 +9,10 @@ milliseconds per graph and microseconds per stage kernel; writes $OUT/probe.json
 compiled from the edited text): nophase skips phases A and B (norms and quantization), nogemv
 the GEMV, nobar turns the grid barriers into block barriers, bare does all three (launch and
 first loads only), bpsK runs K blocks per SM, depth4 streams 4 weight chunks per lane per
-pipeline step instead of 2 (gpu/gemv.py; in run 12, "depth2" was this against a default of 4). (Before the grid barrier, gpu/results/probe_run*.json, the variants were nopro,
-nogemv, neither, bpsK and u8 over the per-block prologue.) Results with skipped parts are
-garbage values; only the times mean something. Used for docs/benchmarks.md
-(gpu/results/probe_*.json).
+pipeline step instead of 2 (gpu/gemv.py; in run 12, "depth2" was this against a default of 4).
+(Before the grid barrier, gpu/results/probe_run*.json, the variants were nopro, nogemv,
+neither, bpsK and u8 over the per-block prologue.) Results with skipped parts are garbage
+values; only the times mean something. Used for docs/benchmarks.md (gpu/results/probe_*.json).
 """
 import json
 import os
@@ -65,7 +65,8 @@ NOPHASE = [skip_loop("s1, s2 = phase_a(", 12), skip_loop("fold_partials("),
            skip_loop("phase_b(")]
 NOGEMV = [("        while rg < n_rgroups:", "        while rg < 0:")]
 NOBAR = [("            grid_sync(bar, base, 1)\n", "            cuda.syncthreads()\n"),
-         ("        grid_sync(bar, base, 2 if own_phase_a else 1)\n", "        cuda.syncthreads()\n")]
+         ("        grid_sync(bar, base, 2 if own_phase_a else 1)\n",
+          "        cuda.syncthreads()\n")]
 ATOMIC = [("from .gridsync import grid_epoch, grid_sync, resident_blocks",
            "from .gridsync import grid_epoch, resident_blocks\n"
            "from .probe_stages import grid_sync_atomic as grid_sync")]
