@@ -4,13 +4,12 @@
     mmfree fpga sweep --model 1.3B --plot s.png   tokens/s and tokens/J over cores x bandwidth
     mmfree fpga calibrate                         the model against the published figures
 """
-import argparse
 import dataclasses
 import json
 from pathlib import Path
 
 from mmfree_ref.atomic import atomic_write
-from mmfree_ref.cmd_common import raw_help
+from mmfree_ref.cmd_common import add_command
 from mmfree_ref.config import PRESETS as MODEL_SIZES, HGRNBitConfig, preset
 
 from .calibrate import all_rows
@@ -70,19 +69,17 @@ def _add_common(p, with_overrides=True):
 
 
 def register(sub):
-    p = sub.add_parser(
-        "fpga", help="cycle/bandwidth/power model of an FPGA accelerator (per-operator account)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=raw_help(
-            "Cycles, bytes, roofline bound and time share of every operator of a batch-1 token "
-            "step, and the totals (ms/token, tokens/s, W, J/token), on the MatMul-free paper's "
-            "FPGA core or a variant of it.",
-            ["mmfree fpga --model 1.3B",
-             "mmfree fpga --model 370M --cores 8 --bandwidth-gbs 19.2 --json out.json --plot t.png",
-             "mmfree fpga --model 2.7B --preset tereffic-hbm",
-             "mmfree fpga --model tests/data/ref_small/ckpt --preset d5005-measured",
-             "mmfree fpga sweep --model 1.3B --cores 1,2,4,8,16,32 --plot sweep.png",
-             "mmfree fpga calibrate"]))
+    p = add_command(
+        sub, "fpga", "cycle/bandwidth/power model of an FPGA accelerator (per-operator account)",
+        "Cycles, bytes, roofline bound and time share of every operator of a batch-1 token "
+        "step, and the totals (ms/token, tokens/s, W, J/token), on the MatMul-free paper's "
+        "FPGA core or a variant of it.",
+        ["mmfree fpga --model 1.3B",
+         "mmfree fpga --model 370M --cores 8 --bandwidth-gbs 19.2 --json out.json --plot t.png",
+         "mmfree fpga --model 2.7B --preset tereffic-hbm",
+         "mmfree fpga --model tests/data/ref_small/ckpt --preset d5005-measured",
+         "mmfree fpga sweep --model 1.3B --cores 1,2,4,8,16,32 --plot sweep.png",
+         "mmfree fpga calibrate"])
     _add_common(p)
     p.add_argument("--blocks-only", action="store_true",
                    help="only the L blocks (no embedding, no LM head), as the paper's tables")

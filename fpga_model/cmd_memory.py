@@ -1,10 +1,9 @@
 """`mmfree memory`: inference and training memory, MatMul-free LM beside a Transformer++."""
-import argparse
 import json
 from pathlib import Path
 
 from mmfree_ref.atomic import atomic_write
-from mmfree_ref.cmd_common import raw_help
+from mmfree_ref.cmd_common import add_command
 from mmfree_ref.config import preset
 
 from .cmd_fpga import load_model
@@ -14,16 +13,14 @@ PAPER_VANILLA_TRAINING_BYTES = 82e9   # Section 4.4, 1.3B with the vanilla BitLi
 
 
 def register(sub):
-    p = sub.add_parser(
-        "memory", help="inference and training memory vs a Transformer++ of the same shape",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=raw_help(
-            "Weights, state and training memory of the MatMul-free model beside a Transformer++ "
-            "(see fpga_model/memory.py for every assumption). The 'paper' convention reproduces "
-            "the paper's 13B figures (4.19 vs 48.50 GB, in GiB).",
-            ["mmfree memory --model 13B",
-             "mmfree memory --model 1.3B --tokens 16384",
-             "mmfree memory --model 2.7B --seq-len 4096 --json mem.json"]))
+    p = add_command(
+        sub, "memory", "inference and training memory vs a Transformer++ of the same shape",
+        "Weights, state and training memory of the MatMul-free model beside a Transformer++ "
+        "(see fpga_model/memory.py for every assumption). The 'paper' convention reproduces "
+        "the paper's 13B figures (4.19 vs 48.50 GB, in GiB).",
+        ["mmfree memory --model 13B",
+         "mmfree memory --model 1.3B --tokens 16384",
+         "mmfree memory --model 2.7B --seq-len 4096 --json mem.json"])
     p.add_argument("--model", required=True, help="370M, 1.3B, 2.7B, 13B or a checkpoint dir")
     p.add_argument("--seq-len", type=int, default=2048, help="context for the KV cache (fp16 table)")
     p.add_argument("--tokens", type=int, default=None,

@@ -1,4 +1,6 @@
-"""Helpers shared by the `mmfree` subcommands: reading user inputs with one clear error."""
+"""Helpers shared by the `mmfree` subcommands: their parsers, and reading user inputs with one
+clear error."""
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,9 @@ def load_ids(path, vocab_size):
     return int_array(f"ids in {path}", ids, ndim=2, low=0, high=vocab_size)
 
 
-def raw_help(description, examples):
-    """A subparser description with an examples block, for argparse's RawDescriptionHelpFormatter."""
-    return f"{description}\n\nexamples:\n" + "\n".join(f"  {e}" for e in examples)
+def add_command(sub, name, help, description, examples):
+    """The subparser of `mmfree name`: a one-line help for the command list, and a description
+    followed by an examples block, kept as written (RawDescriptionHelpFormatter)."""
+    text = f"{description}\n\nexamples:\n" + "\n".join(f"  {e}" for e in examples)
+    return sub.add_parser(name, help=help, description=text,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)

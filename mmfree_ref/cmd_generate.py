@@ -1,26 +1,22 @@
 """`mmfree generate`: sample text from a checkpoint, streaming tokens as they are produced."""
-import argparse
-
 import numpy as np
 
 from . import tokenizer
 from .checkpoint import load_checkpoint
-from .cmd_common import load_ids, raw_help
+from .cmd_common import add_command, load_ids
 from .generate import generate, make_decoder
 
 
 def register(sub):
-    p = sub.add_parser(
-        "generate", help="generate text from a checkpoint with the recurrent state",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=raw_help(
-            "Prefill the prompt once, then decode token by token with the MLGRU state. Text "
-            "prompts need a byte-level checkpoint (vocab_size 258, as `mmfree demo` and "
-            "`mmfree train` make); for other vocabularies pass token ids with --prompt-ids.",
-            ["mmfree generate mmfree-demo/checkpoint --prompt 'Return the' --max-new-tokens 80",
-             "mmfree generate ckpt/ --prompt 'def ' --temperature 0.8 --top-k 40 --seed 1",
-             "mmfree generate ckpt/ --prompt-ids prompt.npy --temperature 0   # greedy, ids out",
-             "mmfree generate ckpt/ --prompt 'The' --device gpu"]))
+    p = add_command(
+        sub, "generate", "generate text from a checkpoint with the recurrent state",
+        "Prefill the prompt once, then decode token by token with the MLGRU state. Text "
+        "prompts need a byte-level checkpoint (vocab_size 258, as `mmfree demo` and "
+        "`mmfree train` make); for other vocabularies pass token ids with --prompt-ids.",
+        ["mmfree generate mmfree-demo/checkpoint --prompt 'Return the' --max-new-tokens 80",
+         "mmfree generate ckpt/ --prompt 'def ' --temperature 0.8 --top-k 40 --seed 1",
+         "mmfree generate ckpt/ --prompt-ids prompt.npy --temperature 0   # greedy, ids out",
+         "mmfree generate ckpt/ --prompt 'The' --device gpu"])
     p.add_argument("ckpt_dir", help="checkpoint directory (config.json + model*.safetensors)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="prompt text (byte-level checkpoints)")

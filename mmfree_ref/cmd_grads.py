@@ -1,23 +1,19 @@
 """`mmfree grads`: causal-LM loss and the gradient of every parameter of a checkpoint."""
-import argparse
-
 import numpy as np
 
 from .atomic import atomic_write
 from .checkpoint import load_checkpoint
-from .cmd_common import load_ids, raw_help
+from .cmd_common import add_command, load_ids
 from .model import loss_and_grads
 
 
 def register(sub):
-    p = sub.add_parser(
-        "grads", help="loss and gradients of a checkpoint for the causal-LM loss on token ids",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=raw_help(
-            "Write the causal-LM loss (labels = ids shifted left, last position ignored) under "
-            "the key 'loss' and the straight-through gradient of every parameter under its "
-            "checkpoint name, float64.",
-            ["mmfree grads ckpt/ --ids ids.npy --out grads.npz"]))
+    p = add_command(
+        sub, "grads", "loss and gradients of a checkpoint for the causal-LM loss on token ids",
+        "Write the causal-LM loss (labels = ids shifted left, last position ignored) under "
+        "the key 'loss' and the straight-through gradient of every parameter under its "
+        "checkpoint name, float64.",
+        ["mmfree grads ckpt/ --ids ids.npy --out grads.npz"])
     p.add_argument("ckpt_dir", help="checkpoint directory (config.json + model*.safetensors)")
     p.add_argument("--ids", required=True, help="int array (batch, seq) in a .npy file")
     p.add_argument("--out", required=True, help="output .npz file")

@@ -1,23 +1,19 @@
 """`mmfree logits`: float64 logits of a checkpoint on given token ids."""
-import argparse
-
 import numpy as np
 
 from .atomic import atomic_write
 from .checkpoint import load_checkpoint
-from .cmd_common import load_ids, raw_help
+from .cmd_common import add_command, load_ids
 from .decode import decode_logits
 from .model import forward
 
 
 def register(sub):
-    p = sub.add_parser(
-        "logits", help="logits of a checkpoint on token ids (full sequence or token by token)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=raw_help(
-            "Write the float64 logits (batch, seq, vocab) of the full-sequence forward.",
-            ["mmfree logits ckpt/ --ids ids.npy --out logits.npy",
-             "mmfree logits ckpt/ --ids ids.npy --out logits.npy --decode   # with the state"]))
+    p = add_command(
+        sub, "logits", "logits of a checkpoint on token ids (full sequence or token by token)",
+        "Write the float64 logits (batch, seq, vocab) of the full-sequence forward.",
+        ["mmfree logits ckpt/ --ids ids.npy --out logits.npy",
+         "mmfree logits ckpt/ --ids ids.npy --out logits.npy --decode   # with the state"])
     p.add_argument("ckpt_dir", help="checkpoint directory (config.json + model*.safetensors)")
     p.add_argument("--ids", required=True, help="int array (batch, seq) in a .npy file")
     p.add_argument("--out", required=True, help="output .npy file")

@@ -8,7 +8,6 @@ Files under --out:
 `--resume` continues from train_state.npz with the run.json of the first call, so a run killed
 at any step (even kill -9) and resumed ends with the same weights as an uninterrupted one.
 """
-import argparse
 import json
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 from . import corpus, tokenizer
 from .atomic import atomic_write
 from .checkpoint import save_checkpoint
-from .cmd_common import raw_help
+from .cmd_common import add_command
 from .config import HGRNBitConfig
 from .model import loss as model_loss
 from .model import loss_and_grads
@@ -31,14 +30,12 @@ RUN_DEFAULTS = {"hidden_size": 128, "layers": 2, "batch_size": 16, "seq_len": 12
 
 
 def register(sub):
-    p = sub.add_parser(
-        "train", help="train a byte-level MatMul-free LM (resumable)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=raw_help(__doc__.split("\n\n")[0] + " Default data: Python's docstrings.",
-                             ["mmfree train --out runs/a --steps 500",
-                              "mmfree train --out runs/b --data book.txt --minutes 10 "
-                              "--hidden-size 192 --layers 3",
-                              "mmfree train --out runs/a --steps 500 --resume"]))
+    p = add_command(
+        sub, "train", "train a byte-level MatMul-free LM (resumable)",
+        __doc__.split("\n\n")[0] + " Default data: Python's docstrings.",
+        ["mmfree train --out runs/a --steps 500",
+         "mmfree train --out runs/b --data book.txt --minutes 10 --hidden-size 192 --layers 3",
+         "mmfree train --out runs/a --steps 500 --resume"])
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--steps", type=int, required=True, help="length of the run (the schedule's)")
     p.add_argument("--minutes", type=float, default=None, help="stop (resumably) after this time")
