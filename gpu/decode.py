@@ -378,10 +378,15 @@ def embed_kernel(ids, emb, res, pre_w, post_w, part):
         write_partials(part, cuda.blockIdx.x, b, s1, s2, m)
 
 
+def embed_blocks(d):
+    """Blocks of embed_kernel for d elements per token: one per TPB elements."""
+    return -(-d // TPB)
+
+
 def launch_embed(stream, ids, emb, res, pre_w, post_w, part):
-    """Launch embed_kernel on as many blocks as part has rows (at most one per TPB elements);
-    returns that number (the first stage's n_part)."""
-    grid = min(-(-res.shape[1] // TPB), part.shape[0])
+    """Launch embed_kernel on embed_blocks(d) blocks, at most as many as part has rows; returns
+    that number (the first stage's n_part)."""
+    grid = min(embed_blocks(res.shape[1]), part.shape[0])
     embed_kernel[grid, TPB, stream](ids, emb, res, pre_w, post_w, part)
     return grid
 

@@ -19,6 +19,7 @@ from numba import cuda
 from .common import SIMULATOR
 from .gemv import LUT, ZERO
 from .intrinsics import dp4a, prmt
+from .quantize import _word_position
 
 T = 4 if SIMULATOR else 16     # threads per block side
 TILE = 2 * T                   # output rows (and columns) per block
@@ -43,7 +44,7 @@ def gemm_tiled_kernel(act, words, sx, sw, mode, out_f, out_i):
     for k in range(n64):
         for idx in range(tid, TILE * 8, T * T):
             r, c = idx // 8, idx % 8          # c = 4 e + s: half e of word k, code group s
-            pos = ((2 * (k % 2) + c // 4) * n128 + k // 2) * 4 + c % 4
+            pos = _word_position(2 * k + c // 4, c % 4, n128)
             sh_a[r, c] = act[m0 + r, pos] if m0 + r < n_rows else 0
         for idx in range(tid, TILE, T * T):
             sh_w[idx] = words[n0 + idx, k] if n0 + idx < n_cols else 0

@@ -67,9 +67,10 @@ else:
 # ldg4(a, i) / ld4(a, i): the four 32-bit elements a.flat[i .. i+3] of a C-contiguous int32
 # array in global memory / in global or shared memory (a generic address), as one vector load
 # (i a multiple of 4, the data 16-byte aligned). Numba has no vector loads, and four scalar
-# loads cost four address computations in 64-bit arithmetic: in the packed GEMV these, not the weight decode, were most of the
-# instructions per weight byte (SASS of v2: ~175 instructions per 8-byte weight word).
-# ldg4 reads through the non-coherent (read-only) path: the weights never change during a kernel.
+# loads cost four address computations in 64-bit arithmetic: in the packed GEMV these, not the
+# weight decode, were most of the instructions per weight byte (SASS of v2: ~175 instructions
+# per 8-byte weight word). ldg4 reads through the non-coherent (read-only) path: the weights
+# never change during a kernel.
 # ld4 is marked as having side effects so that the compiler cannot move it across a barrier
 # (shared memory written by other threads before cuda.syncthreads()).
 

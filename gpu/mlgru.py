@@ -13,7 +13,6 @@ Output gate (`gnorm_silu`, one block per token): y = rmsnorm(g, g_norm, eps) * s
 Precision: float64 in, float64 out; FMA contraction and exp's last bit give a few ulps per step,
 not amplified by gates <= 1: the tests bound by 8 (T + 1) eps times the magnitudes involved.
 """
-
 import numpy as np
 from numba import cuda
 

@@ -204,9 +204,9 @@ class GPUDecoder:
         self._dummy = z(1, 1)
         # scratch of the stage kernels (gpu/decode.py): per-block partial statistics, the
         # activation words of one stage, and one grid-barrier counter per launch
-        # (rows: the stage grid or the embedding's, one block per TPB elements; under the
-        # simulator the latter is the only multi-block grid, and tests the folding of rows)
-        rows = max(decode.max_blocks(), -(-d // decode.TPB))
+        # (rows: the stage grid or the embedding's; under the simulator the latter is the
+        # only multi-block grid, and tests the folding of rows)
+        rows = max(decode.max_blocks(), decode.embed_blocks(d))
         self.part = z(rows, decode.MAX_TOKENS, decode.N_STATS)
         act = max(lin.n_sets * act_words(lin.packed.d_in) for lin in self.linears())
         self.actg = cuda.to_device(np.zeros(batch * act, np.int32))

@@ -8,7 +8,8 @@ Two row strides:
 - the export layout: ceil(d_in / 4) bytes per row, byte for byte what mmfree_ref writes;
 - the GEMV layout (`pack_gemv`): the same bytes, each row padded with zero codes to a multiple
   of 16 bytes and read as little-endian uint64 words: weight j in word j // 32 at bits
-  2*(j % 32). The GEMV reads a row as 16-byte chunks of 64 weights (gpu/gemv.py). The first ceil(d_in / 4) bytes of every row equal the export row exactly.
+  2*(j % 32). The GEMV reads a row as 16-byte chunks of 64 weights (gpu/gemv.py). The first
+  ceil(d_in / 4) bytes of every row equal the export row exactly.
 
 Kernels (one thread per output element):
   pack_kernel     t (R, d_in) int8 -> packed (R, row_bytes) uint8

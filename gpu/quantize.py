@@ -52,19 +52,14 @@ def element_of(g, s, i):
     return 16 * g + 8 * (s // 2) + 2 * i + s % 2
 
 
-@cuda.jit(device=True)
-def _element_of(g, s, i):
-    return 16 * g + 8 * (s // 2) + 2 * i + s % 2
-
-
 def word_position(g, s, n128):
     """Position of the activation word of group g, code group s (layout above)."""
     return ((g % 4) * n128 + g // 4) * 4 + s
 
 
-@cuda.jit(device=True)
-def _word_position(g, s, n128):
-    return ((g % 4) * n128 + g // 4) * 4 + s
+# the same two functions for kernels (one definition: host code and tests use the layout too)
+_element_of = cuda.jit(device=True)(element_of)
+_word_position = cuda.jit(device=True)(word_position)
 
 
 N_PARTIALS = TPB if SIMULATOR else TPB // 32    # entries of a reduction row that are folded
@@ -181,8 +176,9 @@ def _make_kernels(dtype):
 
     @cuda.jit(device=True)
     def write_group(row, g, n_valid, scale, q_nat, q_words, b):
-        """Quantize elements 16g .. 16g+15 of `row` (a 1-D float array) with `scale`; write them to
-        q_nat[b, :] (natural order, when q_nat has columns) and as 4 permuted words to q_words[b, :]."""
+        """Quantize elements 16g .. 16g+15 of `row` (a 1-D float array) with `scale`; write
+        them to q_nat[b, :] (natural order, when q_nat has columns) and as 4 permuted words to
+        q_words[b, :]."""
         for s in range(4):
             word = 0
             for i in range(4):
