@@ -4,45 +4,48 @@ sequence, batch 1..8) with four kernels per layer.
 Each BitLinear is one "stage" kernel on a persistent grid (as many blocks as fit on the device
 at once, at most BLOCKS_PER_SM per SM, no more than the weights have row groups). Every block:
   1. prefetches its first DEPTH 16-byte weight chunks per lane (their DRAM latency overlaps 2-4);
-  2. (MLGRU stages only) phase A: computes, for its share of the activation words (word w of
-     token b goes to thread w mod grid-size, four elements each), the gates and the recurrence
-     and per element the products t p_k (word_terms), kept in registers for step 4, the sums of
-     squares and the absolute maxima, reduced over the block into part[block, b]; then a grid
-     barrier (gpu/gridsync.py). The other stages find these partials in `part` already: the
-     previous kernel's epilogue (step 6) or the embedding kernel wrote them, n_part rows;
-  3. every block folds all rows of partials in the same order (so all blocks get the same
-     bits) into rstd and the int8 scale of each activation set;
-  4. phase B: the same threads turn their words' elements into int8 (round half away from
-     zero, gpu/quantize.py layout) and write the activation words to `actg` (global);
-  5. grid barrier; the packed GEMV (gpu/gemv.py: byte-permute decode + dp4a, software-pipelined
-     16-byte loads) over row groups blockIdx, blockIdx + gridDim, ..., reading actg;
-  6. epilogue: y = acc / (scale_x * scale_w), stored (STORE) or added to the residual (ADD);
-     and, for the next stage (`nxt`), each output element's share of its statistics
-     (element_stats), reduced over the block into part[block, b]: NEXT_NORM2 for the residual
-     after an ADD stage, NEXT_GLU after the gate projection, whose rows come interleaved
-     (gate_0, u_0, gate_1, u_1, ...: gpu/model.py) so that lane 0 of row 2j gets u_j from row
-     2j + 1 by one shuffle and writes v_j = silu(gate_j) u_j instead of gate and u. Every block
-     has folded this kernel's partials (step 3) before any passes the barrier of step 5, so
-     overwriting them here is safe.
+  2. finds its input's statistics in `part`, n_part rows of per-block partial sums and maxima
+     that the previous kernel's epilogue (step 6) or the embedding kernel wrote;
+  3. folds all rows in the same order in every block (so all blocks get the same bits) into
+     rstd and the int8 scale of each activation set;
+  4. phase B: for its share of the activation words (word w of token b goes to thread w mod
+     grid-size, four elements each) turns the elements into int8 (round half away from zero,
+     gpu/quantize.py layout) and writes the words to `actg` (global);
+  5. grid barrier (gpu/gridsync.py); the packed GEMV (gpu/gemv.py: byte-permute decode + dp4a,
+     software-pipelined 16-byte loads) over row groups blockIdx, blockIdx + gridDim, ...,
+     reading actg;
+  6. epilogue: y = acc / (scale_x * scale_w), stored (STORE) or added to the residual (ADD),
+     and what the next stage needs (`nxt`): each element's share of its input statistics,
+     reduced over the block into part[block, b], and for GLU and MLGRU stages the input:
+       NEXT_NORM2  the residual's statistics, after an ADD stage;
+       NEXT_GLU    v_j = silu(gate_j) u_j: the gate projection's rows come interleaved
+                   (gate_0, u_0, gate_1, ...: gpu/model.py), and lane 0 of row 2j gets u_j
+                   from row 2j + 1 by one shuffle;
+       NEXT_MLGRU  t_j = (g_j g_norm_j) silu(h_j) (mlgru_element): the i, f, g rows come
+                   interleaved in triples, a pass of the block covers whole triples, and the
+                   state update h_j happens here.
+     Every block has folded this kernel's partials (step 3) before any passes the barrier of
+     step 5, so overwriting them here is safe.
 History: v1-v5 of this file had no grid barrier, so every block recomputed steps 2-4 for the
 whole vector in shared memory; that redundant prologue was most of a stage's time (~10 us per
 kernel at 1.3B, 20-60 us at 13B: docs/benchmarks.md, gpu/results/probe_run*.json). v6 computed
 each element once per step, at the price of two grid barriers per kernel (~2.5 us each): a 13B
-step went from 5.88 to 3.85 ms, 1.3B from 1.36 to 1.27 ms, 370M from 0.80 to 1.03 ms. v7 (this
-version) moves phase A of the NORM2 and GLU stages into the previous epilogue, so that three
-stages of four have one barrier: 13B 3.25 ms, 1.3B 0.99 ms, 370M 0.86 ms (docs/benchmarks.md).
+step went from 5.88 to 3.85 ms, 1.3B from 1.36 to 1.27 ms, 370M from 0.80 to 1.03 ms. v7 moved
+the NORM2 and GLU stages' statistics into the previous epilogue (one barrier in three stages of
+four): 13B 3.25 ms, 1.3B 0.99 ms, 370M 0.86 ms. v8 (this version) does the MLGRU in the ifg
+epilogue, so that no stage has a phase of its own before the fold and every stage one barrier:
+13B 3.12 ms, 1.3B 0.88 ms, 370M 0.78 ms (docs/benchmarks.md).
 Phase modes (the oracle's code they reproduce, mmfree_ref/model.py, mlgru.py, glu.py):
   NORM2   v = rmsnorm(x, pre_w, pre_eps)                 attn_norm / mlp_norm / model.norm
-  MLGRU   [i | f_pre | g] = x;  f = sigmoid(f_pre), f = lb + (1 - lb) f;  c = silu(i) (1 - f)
-          h = f * h_prev + c  (written over the layer's state in phase A: phase B reads the h
-          its own thread wrote);  v = rmsnorm(g, g_norm, 1e-6) * silu(h)
-  GLU     v = x  (= silu(gate) * u, formed by the gate stage's epilogue)
+  MLGRU   v = rmsnorm(g, g_norm, 1e-6) * silu(h), from x = t and sum g^2 (fold_partials)
+  GLU     v = x  (= silu(gate) * u)
 then for each activation set p: n = rmsnorm(v, post_w[p], 1e-6) (BitLinear's own norm), q, scale.
-Stages of one layer, on buffers res (B, D) (the residual stream), ifg (B, 3D), gu (B, N):
-  ifg   NORM2 on res with attn_norm; weights [W_i; W_f; W_g] (3 sets) -> ifg (STORE)
-  o     MLGRU on ifg and the layer's state;   W_o     -> res (ADD),   NEXT_NORM2 for gate
-  gate  NORM2 on res with mlp_norm; W_gate (rows paired)  -> gu (STORE), NEXT_GLU
-  down  GLU on gu;                             W_down  -> res (ADD),   NEXT_NORM2 for the next ifg
+Stages of one layer, on buffers res (B, D) (the residual stream), t (B, D), gu (B, N):
+  ifg   NORM2 on res with attn_norm; weights [W_i; W_f; W_g] (3 sets, rows interleaved)
+        -> the layer's state h and t (NEXT_MLGRU)
+  o     MLGRU on t;                                W_o    -> res (ADD),  NEXT_NORM2 for gate
+  gate  NORM2 on res with mlp_norm; W_gate (rows paired)  -> gu,        NEXT_GLU
+  down  GLU on gu;                                 W_down -> res (ADD),  NEXT_NORM2 for next ifg
 plus `embed` (res = embeddings[ids], and the first ifg's partials) before the layers and `head`
 (NORM2 with model.norm, lm_head) after: 4 L + 2 kernels per token.
 """
@@ -60,9 +63,10 @@ from .gridsync import grid_epoch, grid_sync, resident_blocks
 from .quantize import ROUND_CLIP_INT8, _element_of, _word_position, act_words, block_stats
 
 NORM2, MLGRU, GLU = 0, 1, 2                  # phase modes
-NEXT_NONE, NEXT_NORM2, NEXT_GLU = 0, 1, 2    # what the epilogue gathers for the next stage
+NEXT_NONE, NEXT_NORM2, NEXT_GLU, NEXT_MLGRU = 0, 1, 2, 3   # what an epilogue forms next
 TPB = 32 if SIMULATOR else 256
 SH_ACC = (MAX_TOKENS, TPB) if SIMULATOR else (1, 1)
+SH_ROWS = (MAX_TOKENS, TPB)      # one float32 per row of a pass and token (MLGRU triples)
 BLOCKS_PER_SM = 2                # persistent grid (see max_blocks)
 DEPTH = 2                        # weight chunks per lane per pipeline step (gpu/gemv.py;
                                  # 4 measured slower in v7: gpu/results/probe_run12_v7.json)
@@ -97,23 +101,6 @@ def add_partial(v, s1, s2, m):
 
 
 @cuda.jit(device=True)
-def u_value(mode, x, b, j, d, state, lb, has_lb, update):
-    """The per-element quantity of the phases (module docstring): x_j (NORM2), silu(h_j)
-    (MLGRU; with update, h_j is computed from the state and written over it, else read back
-    from it), v_j (GLU: silu(gate_j) u_j, formed by the gate stage's epilogue). float32."""
-    if mode != MLGRU:
-        return x[b, j]
-    if not update:
-        return silu32(state[b, j])
-    f = sigmoid32(x[b, d + j])
-    if has_lb:
-        f = lb[j] + (ONE - lb[j]) * f
-    h = f * state[b, j] + silu32(x[b, j]) * (ONE - f)
-    state[b, j] = h
-    return silu32(h)
-
-
-@cuda.jit(device=True)
 def element_stats(val, j, norm, pre_w, post_w, n_sets, acc):
     """Element j of a stage's input (val: x_j, or v_j without norm) added to the statistics
     acc (N_STATS,): acc[0] += x_j^2, acc[1] += t^2, acc[2 + k] max= |t post_w[k, j]| with
@@ -126,6 +113,24 @@ def element_stats(val, j, norm, pre_w, post_w, n_sets, acc):
     acc[1] += t * t
     for k in range(n_sets):
         acc[2 + k] = max(acc[2 + k], abs(t * post_w[k, j]))
+
+
+@cuda.jit(device=True)
+def mlgru_element(i_pre, f_pre, g, j, b, state, lb, has_lb, g_w, post_w, n_sets, out, acc):
+    """Element j of token b of the MLGRU (mmfree_ref.mlgru.mlgru_step) from its three
+    projections: f = sigmoid(f_pre) (lifted by the lower bound lb[j] if has_lb), c = silu(i)
+    (1 - f), h = f h_prev + c written over state[b, j]; out[b, j] = t = (g g_w[j]) silu(h),
+    what the o projection quantizes after its two norms (rstd1 of g, then its own); acc
+    (N_STATS,) += g^2 and the statistics of t (element_stats)."""
+    f = sigmoid32(f_pre)
+    if has_lb:
+        f = lb[j] + (ONE - lb[j]) * f
+    h = f * state[b, j] + silu32(i_pre) * (ONE - f)
+    state[b, j] = h
+    t = (g * g_w[j]) * silu32(h)
+    out[b, j] = t
+    acc[0] += g * g
+    element_stats(t, j, False, g_w, post_w, n_sets, acc)
 
 
 @cuda.jit(device=True)
@@ -158,78 +163,53 @@ def _pair_next_gpu(v, sh, b, lpr):
 pair_next = _pair_next_sim if SIMULATOR else _pair_next_gpu
 
 
+def rows_per_pass(lpr, nxt):
+    """Rows a stage block computes at once: one per lpr lanes, a multiple of 3 (one MLGRU
+    element per row triple, the rest of the block idle) when the epilogue is NEXT_MLGRU."""
+    rows = TPB // lpr
+    return rows - rows % 3 if nxt == NEXT_MLGRU else rows
+
+
 def make_stage(n_tok, lpr, n_sets, d_in, mode, nxt=0, nxt_sets=1):
     """A stage kernel for n_tok tokens, lpr lanes per row, n_sets activation sets of d_in,
-    phase mode `mode`, and the next stage's statistics gathered by the epilogue: nxt = NEXT_NONE,
-    NEXT_NORM2 (of the residual, for a stage with nxt_sets activation sets) or NEXT_GLU."""
+    phase mode `mode`, and what the epilogue forms for the next stage: nxt = NEXT_NONE,
+    NEXT_NORM2 (statistics of the residual, for a stage with nxt_sets activation sets),
+    NEXT_GLU (v = silu(gate) u from row pairs) or NEXT_MLGRU (t from row triples)."""
     if n_sets > 4 or nxt_sets > 4:
         raise ValueError(f"at most 4 activation sets per stage, got {max(n_sets, nxt_sets)}")
     if nxt == NEXT_GLU and (lpr > 16 or (TPB // lpr) % 2):
         raise ValueError(f"the GLU epilogue pairs rows within a warp: lpr must be <= 16, got {lpr}")
     n_words = act_words(d_in)
     n128 = n_words // 16
-    rows_per_block = TPB // lpr
+    rows_per_block = rows_per_pass(lpr, nxt)
     first_chunks, stream_row = make_row_streamer(n_tok, DEPTH)
-    own_phase_a = mode == MLGRU
+    sh_rows_shape = SH_ROWS if nxt == NEXT_MLGRU else SH_ACC
 
     @cuda.jit(device=True)
-    def word_terms(x, b, w, pre_w, post_w, state, lb, has_lb, update, tp):
+    def word_terms(x, b, w, pre_w, post_w, tp):
         """Activation word w of token b: tp[k, i] = t_j p_k[j] for its four elements j (0
-        beyond d_in), where t = x w (NORM2), (g w) silu(h) (MLGRU), v (GLU) and p_k =
-        post_w[k]; returns (sum of s1, sum of t^2) over them, s1 being the square under the
-        first norm (x or g). update: the MLGRU writes h over the state (phase A)."""
-        s1 = ZERO_F
-        s2 = ZERO_F
+        beyond d_in), where p_k = post_w[k] and t = x w (NORM2) or x itself (MLGRU, GLU: the
+        previous stage's epilogue formed it, mlgru_element or silu(gate) u)."""
         for i in range(4):
             j = _element_of(w // 4, w % 4, i)
             for k in range(n_sets):
                 tp[k, i] = ZERO_F
             if j < d_in:
-                u = u_value(mode, x, b, j, d_in, state, lb, has_lb, update)
+                t = x[b, j]
                 if mode == NORM2:
-                    s1 += u * u
-                    t = u * pre_w[j]
-                elif mode == MLGRU:
-                    gv = x[b, 2 * d_in + j]
-                    s1 += gv * gv
-                    t = (gv * pre_w[j]) * u
-                else:
-                    t = u
-                s2 += t * t
+                    t = t * pre_w[j]
                 for k in range(n_sets):
                     tp[k, i] = t * post_w[k, j]
-        return s1, s2
-
-    @cuda.jit(device=True)
-    def phase_a(x, b, first, stride, pre_w, post_w, state, lb, has_lb, m, tc, scratch):
-        """(MLGRU stages) This thread's share of token b: (sum s1, sum t^2), m[k] = max
-        |t p_k| over its words (first, first + stride, ...); the first word's products stay
-        in tc[b] for phase B. Two shortcuts, each equal to the oracle up to float32 rounding
-        (which can move a q by 1 only at a .5 tie, within the bound of
-        tests/gpu/test_model.py): mean(v^2) = rstd1^2 mean(t^2) (the oracle: mean(((g rstd1)
-        w silu(h))^2)) and max|v p| = rstd1 rstd2 max|t p|, so that both norms and the maxima
-        need one pass and one barrier; phase B then quantizes (t p rstd1) rstd2. The NORM2 and
-        GLU stages get the same sums from the previous stage's epilogue (element_stats)."""
-        s1 = ZERO_F
-        s2 = ZERO_F
-        for k in range(4):
-            m[k] = ZERO_F
-        for w in range(first, n_words, stride):
-            tp = tc[b] if w == first else scratch
-            a1, a2 = word_terms(x, b, w, pre_w, post_w, state, lb, has_lb, True, tp)
-            s1 += a1
-            s2 += a2
-            for k in range(n_sets):
-                for i in range(4):
-                    m[k] = max(m[k], abs(tp[k, i]))
-        return s1, s2
 
     @cuda.jit(device=True)
     def fold_partials(part, n_part, b, pre_eps, red, m, rstd, sx):
         """Every block: the totals of the n_part rows of partials of token b, folded in the
         same order in every block -> rstd[b] = rstd1 rstd2, sx[k, b] = 127 / max|n_k|
         (shared). Two rows of part per thread are loaded together (one L2 round trip for
-        <= 2 TPB rows)."""
+        <= 2 TPB rows). In an MLGRU stage, s1 sums g^2 and t = (g w) silu(h) (mlgru_element):
+        mean(v^2) = rstd1^2 mean(t^2) for the oracle's v = rmsnorm(g) silu(h), and max|v p| =
+        rstd1 rstd2 max|t p|, each equal to the oracle up to float32 rounding (which can move
+        a q by 1 only at a .5 tie, within the bound of tests/gpu/test_model.py)."""
         s1 = ZERO_F
         s2 = ZERO_F
         for k in range(4):
@@ -254,16 +234,11 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode, nxt=0, nxt_sets=1):
                 sx[k, b] = F32(C127 / max((rstd1 * rstd2) * m[k], FLOOR))
 
     @cuda.jit(device=True)
-    def phase_b(x, b, first, stride, pre_w, post_w, state, lb, has_lb, rstd, sx, tc, scratch,
-                actg):
-        """This thread's activation words of token b, every set: in an MLGRU stage the first
-        from tc[b] (phase A) and any further ones recomputed (h read back from the state),
-        elsewhere all computed here from x."""
+    def phase_b(x, b, first, stride, pre_w, post_w, rstd, sx, tp, actg):
+        """This thread's activation words of token b (words first, first + stride, ...),
+        every set, quantized: q = round((t p rstd1) rstd2 scale) into `actg`."""
         for w in range(first, n_words, stride):
-            tp = tc[b]
-            if w != first or not own_phase_a:
-                tp = scratch
-                word_terms(x, b, w, pre_w, post_w, state, lb, has_lb, False, tp)
+            word_terms(x, b, w, pre_w, post_w, tp)
             g, e = w // 4, w % 4
             for k in range(n_sets):
                 word = 0
@@ -274,6 +249,13 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode, nxt=0, nxt_sets=1):
                     word -= 2**32
                 actg[(k * n_tok + b) * n_words + _word_position(g, e, n128)] = word
 
+    @cuda.jit(device=True)
+    def chunks_of_pass(w32, rg, slot, lane, n_rows):
+        """This lane's first weight chunks of row group rg (an idle slot of an MLGRU pass loads
+        the block's last row again, which costs no DRAM traffic)."""
+        row = rg * rows_per_block + min(slot, rows_per_block - 1)
+        return first_chunks(w32, min(row, n_rows - 1), lane, lpr)
+
     @cuda.jit(**STAGE_OPTS)
     def stage(w32, sw, seg_rows, x, pre_w, pre_eps, post_w, state, lb, has_lb, out_mode, out,
               part, n_part, actg, bar, nxt_pre_w, nxt_post_w):
@@ -281,35 +263,25 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode, nxt=0, nxt_sets=1):
         rstd = cuda.shared.array((2, MAX_TOKENS), np.float32)   # rstd1, rstd2 per token
         red = cuda.shared.array((N_STATS, TPB), np.float32)
         sh_acc = cuda.shared.array(SH_ACC, np.int32)            # lane sums (simulator only)
-        sh_y = cuda.shared.array(SH_ACC, np.float32)            # row pairs (simulator only)
+        sh_y = cuda.shared.array(sh_rows_shape, np.float32)     # row outputs (pairs, triples)
         m = cuda.local.array(4, np.float32)
-        tc = cuda.local.array((n_tok, n_sets, 4), np.float32)   # each token's first word
-        scratch = cuda.local.array((n_sets, 4), np.float32)
+        tp = cuda.local.array((n_sets, 4), np.float32)
         es = cuda.local.array((n_tok, N_STATS), np.float32)     # the next stage's statistics
         tid, blk = cuda.threadIdx.x, cuda.blockIdx.x
-        first, stride = blk * TPB + tid, cuda.gridDim.x * TPB   # this thread's words
-        lane = tid % lpr
+        lane, slot = tid % lpr, tid // lpr
         n_rows = w32.shape[0]
         n_rgroups = (n_rows + rows_per_block - 1) // rows_per_block
         # 1. this lane's first weight chunks (their latency overlaps 2-4)
-        c = first_chunks(w32, min(blk * rows_per_block + tid // lpr, n_rows - 1), lane, lpr)
+        c = chunks_of_pass(w32, blk, slot, lane, n_rows)
         base = grid_epoch(bar)
-        # 2.-4. norms, gates and quantization, each element once in the grid
-        if own_phase_a:
-            for b in range(n_tok):
-                s1, s2 = phase_a(x, b, first, stride, pre_w, post_w, state, lb, has_lb, m, tc,
-                                 scratch)
-                s1, s2 = block_stats(red, s1, s2, m)
-                write_partials(part, blk, b, s1, s2, m)
-            grid_sync(bar, base, 1)
-            n_part = cuda.gridDim.x
+        # 2.-4. norms and quantization, each activation word once in the grid
         for b in range(n_tok):
             fold_partials(part, n_part, b, pre_eps, red, m, rstd, sx)
         cuda.syncthreads()
         for b in range(n_tok):
-            phase_b(x, b, first, stride, pre_w, post_w, state, lb, has_lb, rstd, sx, tc,
-                    scratch, actg)
-        grid_sync(bar, base, 2 if own_phase_a else 1)
+            phase_b(x, b, blk * TPB + tid, cuda.gridDim.x * TPB, pre_w, post_w, rstd, sx, tp,
+                    actg)
+        grid_sync(bar, base, 1)
         # 5./6. GEMV and epilogue over this block's row groups
         acc = cuda.local.array(MAX_TOKENS, np.int32)
         for b in range(n_tok):
@@ -317,23 +289,25 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode, nxt=0, nxt_sets=1):
                 es[b, k] = ZERO_F
         rg = blk
         while rg < n_rgroups:
-            row = rg * rows_per_block + tid // lpr
-            valid = row < n_rows
-            p = min(row, n_rows - 1) // seg_rows
+            row = rg * rows_per_block + slot
+            valid = slot < rows_per_block and row < n_rows
+            p = (min(row, n_rows - 1) // seg_rows) % n_sets
             for b in range(n_tok):
                 acc[b] = 0
             if valid:
                 stream_row(w32, actg, p * n_tok * n_words, n_words, row, lane, lpr, acc, c)
             rg += cuda.gridDim.x
             if rg < n_rgroups:
-                c = first_chunks(w32, min(rg * rows_per_block + tid // lpr, n_rows - 1),
-                                 lane, lpr)
+                c = chunks_of_pass(w32, rg, slot, lane, n_rows)
             for b in range(n_tok):
                 total = lane_sum(acc[b], sh_acc, b, lpr)
                 y = F32(total) / (sx[p, b] * sw[p])
                 if nxt == NEXT_GLU:
                     u = pair_next(y, sh_y, b, lpr)     # u_j from row 2j + 1 (all lanes)
-                if lane == 0 and valid:
+                if nxt == NEXT_MLGRU:
+                    if lane == 0:
+                        sh_y[b, slot] = y
+                elif lane == 0 and valid:
                     if out_mode == ADD:
                         y = out[b, row] + y
                     if nxt != NEXT_GLU:
@@ -345,6 +319,14 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode, nxt=0, nxt_sets=1):
                         out[b, row // 2] = v
                         element_stats(v, row // 2, False, nxt_pre_w, nxt_post_w, nxt_sets,
                                       es[b])
+            if nxt == NEXT_MLGRU:       # rows 3j, 3j + 1, 3j + 2: i_j, f_j, g_j
+                cuda.syncthreads()
+                if lane == 0 and valid and slot % 3 == 0:
+                    for b in range(n_tok):
+                        mlgru_element(sh_y[b, slot], sh_y[b, slot + 1], sh_y[b, slot + 2],
+                                      row // 3, b, state, lb, has_lb, nxt_pre_w, nxt_post_w,
+                                      nxt_sets, out, es[b])
+                cuda.syncthreads()
         # 7. the next stage's partial statistics (all this kernel's blocks have folded theirs)
         if nxt != NEXT_NONE:
             for b in range(n_tok):
@@ -415,7 +397,7 @@ def launch_stage(stream, n_tok, n_sets, d_in, mode, nxt, nxt_sets, args):
     kernel, resident = _SPECIALIZED[tkey]
     # no more blocks than row groups: a block without rows would only add barrier arrivals
     # (run 6 used every resident block: 370M steps took 1.23 ms, v5 0.80 ms)
-    n_rgroups = -(-args[0].shape[0] // (TPB // lpr))
+    n_rgroups = -(-args[0].shape[0] // rows_per_pass(lpr, nxt))
     grid = min(resident, args[PART_ARG].shape[0], n_rgroups)
     kernel[grid, TPB, stream](*args)
     return grid

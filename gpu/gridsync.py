@@ -11,12 +11,18 @@ between replays of a CUDA graph):
                                               (G = gridDim.x: earlier launches left a
                                               multiple of G, and fewer than G blocks of this
                                               one can have arrived, this block not yet)
-    barrier k (1, 2, ...) of the launch:      fence; bar[0] += 1 (fire-and-forget, no reply)
+    barrier k (1, 2, ...) of the launch:      the whole block: syncthreads; then thread 0:
+                                              red.release(bar[0] += 1) (no reply)
                                               spin until ld.acquire(bar[0]) >= base + k G
-                                              fence; then the whole block: syncthreads
+                                              then the whole block: syncthreads
+The block's writes reach the other blocks through the PTX memory model's release/acquire
+pattern: bar.sync orders them before thread 0's release, the acquire load that sees every
+block's increment orders what follows it, and the second bar.sync hands that on to the block
+(the pattern of CUTLASS's GenericBarrier). v2 of this barrier fenced with membar.gl (a
+sequentially consistent fence) before the increment and after the spin instead.
 
 Every launch that shares a counter must have the same grid size (give each launch site its
-own). Measured on the H100 with 264 blocks: ~2.5 us per barrier (docs/benchmarks.md). v1 of
+own). Measured on the H100 with 264 blocks: ~2.5 us per barrier (v2; docs/benchmarks.md). v1 of
 this barrier took its target from the atomic's reply instead of the count read at kernel
 start; that saves one dependent round trip on paper, but made no measurable difference
 (gpu/results/probe_run9_atomic_bps1.json).
@@ -64,6 +70,37 @@ else:
         return sig, codegen
 
 
+if SIMULATOR:
+    def red_release_py(a, i, v):
+        """Reference: a[i] += v."""
+        a[i] += v
+
+    red_release = red_release_py
+else:
+    @intrinsic
+    def red_release(typingctx, a, i, v):
+        """a[i] += v on a uint64 global array, no reply, with release semantics at GPU scope
+        (PTX red.release.gpu: this thread's earlier writes, and those a bar.sync ordered before
+        it, are visible to whoever acquires the new value)."""
+        if not isinstance(a, types.Array) or a.dtype != types.uint64:
+            return None
+        sig = types.void(a, i, v)
+
+        def codegen(context, builder, signature, args):
+            aty, ity, vty = signature.args
+            arr = context.make_array(aty)(context, builder, args[0])
+            ptr = builder.gep(arr.data, [context.cast(builder, args[1], ity, types.intp)])
+            addr = builder.ptrtoint(ptr, ir.IntType(64))
+            val = context.cast(builder, args[2], vty, types.uint64)
+            fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(64), ir.IntType(64)])
+            asm = ir.InlineAsm(fnty, "red.release.gpu.global.add.u64 [$0], $1;", "l,l",
+                               side_effect=True)
+            builder.call(asm, [addr, val])
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+
 ONE = np.uint64(1)
 
 
@@ -84,11 +121,9 @@ def grid_sync(bar, base, k):
     cuda.syncthreads()
     if cuda.threadIdx.x == 0:
         target = base + np.uint64(k) * np.uint64(cuda.gridDim.x)
-        cuda.threadfence()
-        cuda.atomic.add(bar, 0, ONE)        # result unused: compiled to a reduction (RED)
+        red_release(bar, 0, ONE)
         while ld_acquire(bar, 0) < target:
             pass
-        cuda.threadfence()
     cuda.syncthreads()
 
 

@@ -8,9 +8,10 @@
 Weights: each BitLinear weight is quantized once on the host by the oracle
 (mmfree_ref.quantize.absmean_ternary), packed to 2 bits (gpu/packing.py, GEMV layout) and kept
 on the device with its scale; the MLGRU's i, f, g projections are stacked into one matrix
-[W_i; W_f; W_g] (one launch, three activation sets), and the rows of the GLU's gate_proj are
-interleaved gate_0, u_0, gate_1, u_1, ... (its stage epilogue forms silu(gate) u from row
-pairs). Embeddings and norm weights stay float32.
+(one launch, three activation sets) with their rows interleaved i_0, f_0, g_0, i_1, ... (its
+stage epilogue computes the MLGRU from row triples), and the rows of the GLU's gate_proj
+gate_0, u_0, gate_1, u_1, ... (its epilogue forms silu(gate) u from row pairs). Embeddings
+and norm weights stay float32.
 A step is 4 L + 2 kernels (gpu/decode.py); with use_graph (default) they are captured once per
 batch size into a CUDA graph (gpu/graph.py) and each step is one graph launch. The prefill runs
 the prompt through the same step, token by token (the model is recurrent: the state after the
@@ -35,18 +36,22 @@ from .packing import PackedTernary, count_invalid, pack_gemv, words_per_row
 from .quantize import act_words
 
 F32 = np.float32
+NEXT_OF = {decode.NORM2: decode.NEXT_NORM2, decode.GLU: decode.NEXT_GLU,
+           decode.MLGRU: decode.NEXT_MLGRU}     # a stage's mode -> its predecessor's epilogue
 
 
 class _Linear:
-    """A (stacked) packed BitLinear: words (R, 2 n64) int32 view, scales (P,), norm weights (P, d)."""
+    """A (stacked) packed BitLinear: words (R, 2 n64) int32 view, scales (P,), norm weights
+    (P, d); interleaved: the P projections' rows alternate (interleave_rows)."""
 
-    def __init__(self, packed, scales, norm_weights):
+    def __init__(self, packed, scales, norm_weights, interleaved=False):
         self.packed = packed
         self.words = packed.words.view(np.int32)
         self.sw = cuda.to_device(np.asarray(scales, F32))
         self.post_w = cuda.to_device(np.ascontiguousarray(np.stack(norm_weights), F32))
         self.n_sets = len(scales)
-        self.seg_rows = packed.d_out // self.n_sets
+        # the stage kernel's row -> activation set: (row // seg_rows) % n_sets
+        self.seg_rows = 1 if interleaved else packed.d_out // self.n_sets
 
 
 def _ternary(w):
@@ -54,14 +59,18 @@ def _ternary(w):
     return t, float(scale)
 
 
-def _linear_from_params(weights, norm_weights, pair_rows=False):
-    """pair_rows: the rows [gate; u] of a GLU's gate_proj reordered gate_0, u_0, gate_1, u_1,
-    ..., so that the stage epilogue finds u_j beside gate_j (gpu/decode.py, NEXT_GLU)."""
+def interleave_rows(t, k):
+    """t (k n, d) = [A_0; ...; A_{k-1}] -> rows A_0[0], ..., A_{k-1}[0], A_0[1], ...: row
+    k j + s is row j of A_s, so that one stage epilogue sees the k rows of element j together
+    (gpu/decode.py: NEXT_GLU pairs gate and u, NEXT_MLGRU the triple i, f, g)."""
+    return np.stack(np.split(t, k), axis=1).reshape(t.shape)
+
+
+def _linear_from_params(weights, norm_weights, interleave=1):
+    """interleave: k > 1 stacks the k projections' rows interleaved (interleave_rows)."""
     ts, scales = zip(*(_ternary(w) for w in weights))
-    t = np.concatenate(ts)
-    if pair_rows:
-        t = np.stack(np.split(t, 2), axis=1).reshape(t.shape)
-    return _Linear(pack_gemv(t), scales, norm_weights)
+    t = interleave_rows(np.concatenate(ts), interleave)
+    return _Linear(pack_gemv(t), scales, norm_weights, interleaved=interleave > 1)
 
 
 @cuda.jit
@@ -80,7 +89,7 @@ def _sanitize_kernel(words8, d_in_bytes_valid):
     words8[r, c] = b
 
 
-def _random_linear(rng, d_out, d_in, n_sets=1):
+def _random_linear(rng, d_out, d_in, n_sets=1, interleaved=False):
     """A packed linear with random codes (about 1/2 zeros, 1/4 +1, 1/4 -1), made on the device."""
     n64 = words_per_row(d_in)
     raw = np.frombuffer(rng.bytes(d_out * n64 * 8), np.uint8).reshape(d_out, n64 * 8)
@@ -93,7 +102,7 @@ def _random_linear(rng, d_out, d_in, n_sets=1):
     packed = PackedTernary(dev.view(np.uint64), d_out, d_in, 1.0)
     scales = rng.uniform(20, 60, n_sets)                       # ~ 1 / mean|W| of trained weights
     norms = [rng.uniform(0.5, 1.5, d_in) for _ in range(n_sets)]
-    return _Linear(packed, scales, norms)
+    return _Linear(packed, scales, norms, interleaved)
 
 
 class GPUDecoder:
@@ -127,16 +136,18 @@ class GPUDecoder:
             p = lambda k: params[f"model.layers.{i}.{k}"]   # noqa: E731
             layers.append(dict(
                 ifg=_linear_from_params([p(f"attn.{n}_proj.weight") for n in "ifg"],
-                                        [p(f"attn.{n}_proj.norm.weight") for n in "ifg"]),
+                                        [p(f"attn.{n}_proj.norm.weight") for n in "ifg"],
+                                        interleave=3),
                 o=_linear_from_params([p("attn.o_proj.weight")], [p("attn.o_proj.norm.weight")]),
                 gate=_linear_from_params([p("mlp.gate_proj.weight")],
-                                         [p("mlp.gate_proj.norm.weight")], pair_rows=True),
+                                         [p("mlp.gate_proj.norm.weight")], interleave=2),
                 down=_linear_from_params([p("mlp.down_proj.weight")],
                                          [p("mlp.down_proj.norm.weight")]),
                 attn_norm=cuda.to_device(np.asarray(p("attn_norm.weight"), F32)),
                 mlp_norm=cuda.to_device(np.asarray(p("mlp_norm.weight"), F32)),
                 g_norm=cuda.to_device(np.asarray(p("attn.g_norm.weight"), F32)),
-                lb=cuda.to_device((lbs[i] if lbs is not None and i > 0 else np.zeros(d)).astype(F32)),
+                lb=cuda.to_device((lbs[i] if lbs is not None and i > 0
+                                   else np.zeros(d)).astype(F32)),
                 has_lb=bool(lbs is not None and i > 0)))
         head = _linear_from_params([params["lm_head.weight"]], [params["lm_head.norm.weight"]])
         emb = cuda.to_device(np.asarray(params["model.embeddings.weight"], F32))
@@ -149,7 +160,7 @@ class GPUDecoder:
         rng = np.random.default_rng(seed)
         d, n, v = config.hidden_size, config.intermediate, config.vocab_size
         ones = lambda k: cuda.to_device(rng.uniform(0.5, 1.5, k).astype(F32))   # noqa: E731
-        layers = [dict(ifg=_random_linear(rng, 3 * d, d, 3), o=_random_linear(rng, d, d),
+        layers = [dict(ifg=_random_linear(rng, 3 * d, d, 3, True), o=_random_linear(rng, d, d),
                        gate=_random_linear(rng, 2 * n, d), down=_random_linear(rng, d, n),
                        attn_norm=ones(d), mlp_norm=ones(d), g_norm=ones(d),
                        lb=cuda.to_device(rng.uniform(0, 0.9, d).astype(F32)), has_lb=i > 0)
@@ -185,7 +196,7 @@ class GPUDecoder:
         for lin in self.linears():
             arrays += [lin.sw, lin.post_w]
         if self._batch is not None:
-            arrays += [self.ids, self.res, self.ifg, self.gu, self.logits, self.part, self.actg,
+            arrays += [self.ids, self.res, self.t, self.gu, self.logits, self.part, self.actg,
                        self.bars]
         return self.weight_bytes() + sum(a.nbytes for a in arrays)
 
@@ -198,7 +209,7 @@ class GPUDecoder:
         d, n, v = c.hidden_size, c.intermediate, c.vocab_size
         z = lambda *s: cuda.to_device(np.zeros(s, F32))   # noqa: E731
         self.ids = cuda.to_device(np.zeros(batch, np.int32))
-        self.res, self.ifg, self.gu = z(batch, d), z(batch, 3 * d), z(batch, n)
+        self.res, self.t, self.gu = z(batch, d), z(batch, d), z(batch, n)
         self.logits = z(batch, v)
         self.state = [z(batch, d) for _ in range(c.num_hidden_layers)]
         self._dummy = z(1, 1)
@@ -221,10 +232,10 @@ class GPUDecoder:
         layer, out_mode, out), kind being "ifg", "o", "gate", "down" or "head"."""
         eps, d = self.config.rms_norm_eps, self._dummy
         for i, layer in enumerate(self.layers):
-            yield ("ifg", layer["ifg"], decode.NORM2, self.res, layer["attn_norm"], eps, d, None,
-                   decode.STORE, self.ifg)
-            yield ("o", layer["o"], decode.MLGRU, self.ifg, layer["g_norm"], G_NORM_EPS,
-                   self.state[i], layer, decode.ADD, self.res)
+            yield ("ifg", layer["ifg"], decode.NORM2, self.res, layer["attn_norm"], eps,
+                   self.state[i], layer, decode.STORE, self.t)
+            yield ("o", layer["o"], decode.MLGRU, self.t, layer["g_norm"], G_NORM_EPS, d, None,
+                   decode.ADD, self.res)
             yield ("gate", layer["gate"], decode.NORM2, self.res, layer["mlp_norm"], eps, d, None,
                    decode.STORE, self.gu)
             yield ("down", layer["down"], decode.GLU, self.gu, d[0], eps, d, None, decode.ADD,
@@ -244,13 +255,12 @@ class GPUDecoder:
             kind, lin, mode, x, pre_w, pre_eps, state, layer, out_mode, out = stage
             if kinds is not None and kind not in kinds:
                 continue
-            # what this stage's epilogue gathers: the next stage's statistics when that stage
-            # is a NORM2 or GLU one (an MLGRU stage computes its own)
-            if nxt is None or nxt[2] == decode.MLGRU:
+            # what this stage's epilogue forms for the next stage (its input's statistics,
+            # and for GLU and MLGRU stages the input itself)
+            if nxt is None:
                 nxt_kind, nxt_lin, nxt_pre = decode.NEXT_NONE, lin, pre_w
             else:
-                nxt_kind = decode.NEXT_GLU if nxt[2] == decode.GLU else decode.NEXT_NORM2
-                nxt_lin, nxt_pre = nxt[1], nxt[4]
+                nxt_kind, nxt_lin, nxt_pre = NEXT_OF[nxt[2]], nxt[1], nxt[4]
             lb = layer["lb"] if layer is not None else self._dummy[0]
             has_lb = layer["has_lb"] if layer is not None else False
             bar = self.bars[site:site + 1]      # this launch's own barrier counter

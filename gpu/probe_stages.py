@@ -5,12 +5,13 @@
 For each model size and variant, captures each stage type alone (all layers' ifg, o, gate or
 down kernels, behind the embedding kernel) and the whole step in a CUDA graph, and prints
 milliseconds per graph and microseconds per stage kernel; writes $OUT/probe.json (or
-./probe.json). Variants are gpu/decode.py with one line changed in its source (the kernels are
-compiled from the edited text): nophase skips phases A and B (norms and quantization), nogemv
-the GEMV, nobar turns the grid barriers into block barriers, bare does all three (launch and
-first loads only), bpsK runs K blocks per SM, depth4 streams 4 weight chunks per lane per
-pipeline step instead of 2 (gpu/gemv.py; in run 12, "depth2" was this against a default of 4).
-(Before the grid barrier, gpu/results/probe_run*.json, the variants were nopro, nogemv,
+./probe.json). Variants are gpu/decode.py with one line changed in its source (the kernels
+are compiled from the edited text): nophase skips the fold and phase B (norms and
+quantization), nogemv the GEMV, nobar turns the grid barrier into a block barrier, bare does
+all three (launch and first loads only), atomic and scfence run earlier versions of the grid
+barrier (gpu/gridsync.py), bpsK runs K blocks per SM, depth4 streams 4 weight chunks per lane
+per pipeline step instead of 2 (gpu/gemv.py; in run 12, "depth2" was this against a default
+of 4). (Before the grid barrier, gpu/results/probe_run*.json, the variants were nopro, nogemv,
 neither, bpsK and u8 over the per-block prologue.) Results with skipped parts are garbage
 values; only the times mean something. Used for docs/benchmarks.md (gpu/results/probe_*.json).
 """
@@ -54,6 +55,20 @@ def grid_sync_atomic(bar, base, k):
     cuda.syncthreads()
 
 
+@cuda.jit(device=True)
+def grid_sync_sc(bar, base, k):
+    """v2 of gpu.gridsync.grid_sync (variant "scfence"): membar.gl before the increment and
+    after the spin."""
+    cuda.syncthreads()
+    if cuda.threadIdx.x == 0:
+        cuda.threadfence()
+        cuda.atomic.add(bar, 0, np.uint64(1))
+        while ld_acquire(bar, 0) < base + np.uint64(k) * np.uint64(cuda.gridDim.x):
+            pass
+        cuda.threadfence()
+    cuda.syncthreads()
+
+
 def skip_loop(call, indent=8):
     """The token loop around `call` in make_stage's kernel, run zero times."""
     pad = " " * indent
@@ -61,19 +76,19 @@ def skip_loop(call, indent=8):
             f"{pad}for b in range(0):\n{pad}    {call}")
 
 
-NOPHASE = [skip_loop("s1, s2 = phase_a(", 12), skip_loop("fold_partials("),
-           skip_loop("phase_b(")]
+NOPHASE = [skip_loop("fold_partials("), skip_loop("phase_b(")]
 NOGEMV = [("        while rg < n_rgroups:", "        while rg < 0:")]
-NOBAR = [("            grid_sync(bar, base, 1)\n", "            cuda.syncthreads()\n"),
-         ("        grid_sync(bar, base, 2 if own_phase_a else 1)\n",
-          "        cuda.syncthreads()\n")]
+NOBAR = [("        grid_sync(bar, base, 1)\n", "        cuda.syncthreads()\n")]
 ATOMIC = [("from .gridsync import grid_epoch, grid_sync, resident_blocks",
            "from .gridsync import grid_epoch, resident_blocks\n"
            "from .probe_stages import grid_sync_atomic as grid_sync")]
+SCFENCE = [("from .gridsync import grid_epoch, grid_sync, resident_blocks",
+            "from .gridsync import grid_epoch, resident_blocks\n"
+            "from .probe_stages import grid_sync_sc as grid_sync")]
 BPS = lambda k: [("BLOCKS_PER_SM = 2", f"BLOCKS_PER_SM = {k}")]   # noqa: E731
 DEPTH4 = [("DEPTH = 2 ", "DEPTH = 4 ")]
 variants = {"normal": [], "nophase": NOPHASE, "nogemv": NOGEMV, "nobar": NOBAR,
-            "bare": NOPHASE + NOGEMV + NOBAR, "atomic": ATOMIC,
+            "bare": NOPHASE + NOGEMV + NOBAR, "atomic": ATOMIC, "scfence": SCFENCE,
             "bps1": BPS(1), "bps3": BPS(3), "bps4": BPS(4), "depth4": DEPTH4}
 
 
