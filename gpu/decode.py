@@ -66,11 +66,13 @@ NORM2, MLGRU, GLU = 0, 1, 2                  # phase modes
 NEXT_NONE, NEXT_NORM2, NEXT_GLU, NEXT_MLGRU = 0, 1, 2, 3   # what an epilogue forms next
 TPB = 32 if SIMULATOR else 256
 SH_ACC = (MAX_TOKENS, TPB) if SIMULATOR else (1, 1)
-SH_ROWS = (MAX_TOKENS, TPB)      # one float32 per row of a pass and token (MLGRU triples)
+SH_ROWS = (2, MAX_TOKENS, TPB)   # one float32 per row of a pass and token (MLGRU triples),
+                                 # two passes alternating (one block barrier per pass)
 BLOCKS_PER_SM = 2                # persistent grid (see max_blocks)
 DEPTH = 2                        # weight chunks per lane per pipeline step (gpu/gemv.py;
                                  # 4 measured slower in v7: gpu/results/probe_run12_v7.json)
 N_STATS = 6                      # per block and token: sum s1, sum s2, max of 4 sets
+N_NW = 5                         # norm weights of one element: pre_w, post_w of 4 sets
 F32 = np.float32
 EPS_BL, FLOOR, C127 = F32(BITLINEAR_EPS), F32(ACT_FLOOR), F32(127)
 ONE, ZERO_F = F32(1), F32(0)
@@ -101,36 +103,42 @@ def add_partial(v, s1, s2, m):
 
 
 @cuda.jit(device=True)
-def element_stats(val, j, norm, pre_w, post_w, n_sets, acc):
-    """Element j of a stage's input (val: x_j, or v_j without norm) added to the statistics
-    acc (N_STATS,): acc[0] += x_j^2, acc[1] += t^2, acc[2 + k] max= |t post_w[k, j]| with
-    t = x_j pre_w[j] (norm) or v_j; the same float32 operations as make_stage's word_terms,
-    so that the maxima are the bits phase B quantizes."""
-    t = val
+def load_norms(j, norm, pre_w, post_w, n_sets, nw):
+    """nw (N_NW,) = the norm weights of element j: pre_w[j] (if norm), post_w[k, j], k < n_sets."""
     if norm:
-        acc[0] += val * val
-        t = val * pre_w[j]
-    acc[1] += t * t
+        nw[0] = pre_w[j]
     for k in range(n_sets):
-        acc[2 + k] = max(acc[2 + k], abs(t * post_w[k, j]))
+        nw[1 + k] = post_w[k, j]
 
 
 @cuda.jit(device=True)
-def mlgru_element(i_pre, f_pre, g, j, b, state, lb, has_lb, g_w, post_w, n_sets, out, acc):
-    """Element j of token b of the MLGRU (mmfree_ref.mlgru.mlgru_step) from its three
-    projections: f = sigmoid(f_pre) (lifted by the lower bound lb[j] if has_lb), c = silu(i)
-    (1 - f), h = f h_prev + c written over state[b, j]; out[b, j] = t = (g g_w[j]) silu(h),
+def element_stats(val, norm, nw, n_sets, acc):
+    """An element of a stage's input (val: x_j, or v_j without norm) added to the statistics
+    acc (N_STATS,): acc[0] += x_j^2, acc[1] += t^2, acc[2 + k] max= |t post_w[k, j]| with
+    t = x_j pre_w[j] (norm) or v_j, nw = load_norms(j, ...); the same float32 operations as
+    make_stage's word_terms, so that the maxima are the bits phase B quantizes."""
+    t = val
+    if norm:
+        acc[0] += val * val
+        t = val * nw[0]
+    acc[1] += t * t
+    for k in range(n_sets):
+        acc[2 + k] = max(acc[2 + k], abs(t * nw[1 + k]))
+
+
+@cuda.jit(device=True)
+def mlgru_element(i_pre, f_pre, g, h_prev, lb_j, nw, n_sets, acc):
+    """One element of the MLGRU (mmfree_ref.mlgru.mlgru_step) from its three projections ->
+    (h, t): f = sigmoid(f_pre) lifted by the lower bound lb_j (0: none, which leaves f's
+    bits as they are), c = silu(i) (1 - f), h = f h_prev + c, and t = (g g_norm_j) silu(h),
     what the o projection quantizes after its two norms (rstd1 of g, then its own); acc
-    (N_STATS,) += g^2 and the statistics of t (element_stats)."""
-    f = sigmoid32(f_pre)
-    if has_lb:
-        f = lb[j] + (ONE - lb[j]) * f
-    h = f * state[b, j] + silu32(i_pre) * (ONE - f)
-    state[b, j] = h
-    t = (g * g_w[j]) * silu32(h)
-    out[b, j] = t
+    (N_STATS,) += g^2 and the statistics of t (element_stats). nw: load_norms with g_norm."""
+    f = lb_j + (ONE - lb_j) * sigmoid32(f_pre)
+    h = f * h_prev + silu32(i_pre) * (ONE - f)
+    t = (g * nw[0]) * silu32(h)
     acc[0] += g * g
-    element_stats(t, j, False, g_w, post_w, n_sets, acc)
+    element_stats(t, False, nw, n_sets, acc)
+    return h, t
 
 
 @cuda.jit(device=True)
@@ -183,7 +191,10 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode, nxt=0, nxt_sets=1):
     n128 = n_words // 16
     rows_per_block = rows_per_pass(lpr, nxt)
     first_chunks, stream_row = make_row_streamer(n_tok, DEPTH)
-    sh_rows_shape = SH_ROWS if nxt == NEXT_MLGRU else SH_ACC
+    sh_rows_shape = SH_ROWS if nxt == NEXT_MLGRU else (1, 1, 1)
+    # rows per element of the next stage's input, and whether that element has a pre-norm
+    per_elem = 3 if nxt == NEXT_MLGRU else (2 if nxt == NEXT_GLU else 1)
+    nxt_norm = nxt == NEXT_NORM2 or nxt == NEXT_MLGRU
 
     @cuda.jit(device=True)
     def word_terms(x, b, w, pre_w, post_w, tp):
@@ -263,8 +274,11 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode, nxt=0, nxt_sets=1):
         rstd = cuda.shared.array((2, MAX_TOKENS), np.float32)   # rstd1, rstd2 per token
         red = cuda.shared.array((N_STATS, TPB), np.float32)
         sh_acc = cuda.shared.array(SH_ACC, np.int32)            # lane sums (simulator only)
-        sh_y = cuda.shared.array(sh_rows_shape, np.float32)     # row outputs (pairs, triples)
+        sh_y = cuda.shared.array(SH_ACC, np.float32)            # row pairs (simulator only)
+        sh_t = cuda.shared.array(sh_rows_shape, np.float32)     # row triples
         m = cuda.local.array(4, np.float32)
+        nw = cuda.local.array(N_NW, np.float32)                 # the epilogue's operands
+        prev = cuda.local.array(MAX_TOKENS, np.float32)
         tp = cuda.local.array((n_sets, 4), np.float32)
         es = cuda.local.array((n_tok, N_STATS), np.float32)     # the next stage's statistics
         tid, blk = cuda.threadIdx.x, cuda.blockIdx.x
@@ -288,10 +302,25 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode, nxt=0, nxt_sets=1):
             for k in range(N_STATS):
                 es[b, k] = ZERO_F
         rg = blk
+        parity = 0
         while rg < n_rgroups:
             row = rg * rows_per_block + slot
             valid = slot < rows_per_block and row < n_rows
             p = (min(row, n_rows - 1) // seg_rows) % n_sets
+            # the epilogue's operands, loaded now: their latency overlaps the row's stream
+            j = row // per_elem
+            owner = lane == 0 and valid and row % per_elem == 0
+            lb_j = ZERO_F
+            if owner:
+                if nxt != NEXT_NONE:
+                    load_norms(j, nxt_norm, nxt_pre_w, nxt_post_w, nxt_sets, nw)
+                for b in range(n_tok):
+                    if out_mode == ADD:
+                        prev[b] = out[b, row]
+                    elif nxt == NEXT_MLGRU:
+                        prev[b] = state[b, j]
+                if nxt == NEXT_MLGRU and has_lb:
+                    lb_j = lb[j]
             for b in range(n_tok):
                 acc[b] = 0
             if valid:
@@ -306,27 +335,27 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode, nxt=0, nxt_sets=1):
                     u = pair_next(y, sh_y, b, lpr)     # u_j from row 2j + 1 (all lanes)
                 if nxt == NEXT_MLGRU:
                     if lane == 0:
-                        sh_y[b, slot] = y
-                elif lane == 0 and valid:
+                        sh_t[parity, b, slot] = y
+                elif owner:
                     if out_mode == ADD:
-                        y = out[b, row] + y
-                    if nxt != NEXT_GLU:
-                        out[b, row] = y
-                        if nxt == NEXT_NORM2:
-                            element_stats(y, row, True, nxt_pre_w, nxt_post_w, nxt_sets, es[b])
-                    elif row % 2 == 0:
-                        v = silu32(y) * u
-                        out[b, row // 2] = v
-                        element_stats(v, row // 2, False, nxt_pre_w, nxt_post_w, nxt_sets,
-                                      es[b])
+                        y = prev[b] + y
+                    if nxt == NEXT_GLU:
+                        y = silu32(y) * u
+                    out[b, j] = y
+                    if nxt != NEXT_NONE:
+                        element_stats(y, nxt_norm, nw, nxt_sets, es[b])
             if nxt == NEXT_MLGRU:       # rows 3j, 3j + 1, 3j + 2: i_j, f_j, g_j
+                # (sh_t alternates between two passes: a pass's writes come after the
+                # previous pass's barrier, which every thread passes after its reads)
                 cuda.syncthreads()
-                if lane == 0 and valid and slot % 3 == 0:
+                if owner:
                     for b in range(n_tok):
-                        mlgru_element(sh_y[b, slot], sh_y[b, slot + 1], sh_y[b, slot + 2],
-                                      row // 3, b, state, lb, has_lb, nxt_pre_w, nxt_post_w,
-                                      nxt_sets, out, es[b])
-                cuda.syncthreads()
+                        h, t = mlgru_element(sh_t[parity, b, slot], sh_t[parity, b, slot + 1],
+                                             sh_t[parity, b, slot + 2], prev[b], lb_j, nw,
+                                             nxt_sets, es[b])
+                        state[b, j] = h
+                        out[b, j] = t
+                parity = 1 - parity
         # 7. the next stage's partial statistics (all this kernel's blocks have folded theirs)
         if nxt != NEXT_NONE:
             for b in range(n_tok):
@@ -346,6 +375,7 @@ def embed_kernel(ids, emb, res, pre_w, post_w, part):
     red = cuda.shared.array((N_STATS, TPB), np.float32)
     acc = cuda.local.array(N_STATS, np.float32)
     m = cuda.local.array(4, np.float32)
+    nw = cuda.local.array(N_NW, np.float32)
     d = res.shape[1]
     for b in range(res.shape[0]):
         for k in range(N_STATS):
@@ -353,7 +383,8 @@ def embed_kernel(ids, emb, res, pre_w, post_w, part):
         for j in range(cuda.blockIdx.x * TPB + cuda.threadIdx.x, d, cuda.gridDim.x * TPB):
             v = emb[ids[b], j]
             res[b, j] = v
-            element_stats(v, j, True, pre_w, post_w, post_w.shape[0], acc)
+            load_norms(j, True, pre_w, post_w, post_w.shape[0], nw)
+            element_stats(v, True, nw, post_w.shape[0], acc)
         for k in range(4):
             m[k] = acc[2 + k]
         s1, s2 = block_stats(red, acc[0], acc[1], m)
