@@ -66,8 +66,6 @@ NORM2, MLGRU, GLU = 0, 1, 2                  # phase modes
 NEXT_NONE, NEXT_NORM2, NEXT_GLU, NEXT_MLGRU = 0, 1, 2, 3   # what an epilogue forms next
 TPB = 32 if SIMULATOR else 256
 SH_ACC = (MAX_TOKENS, TPB) if SIMULATOR else (1, 1)
-SH_ROWS = (2, MAX_TOKENS, TPB)   # one float32 per row of a pass and token (MLGRU triples),
-                                 # two passes alternating (one block barrier per pass)
 BLOCKS_PER_SM = 2                # persistent grid (see max_blocks)
 DEPTH = 2                        # weight chunks per lane per pipeline step (gpu/gemv.py;
                                  # 4 measured slower in v7: gpu/results/probe_run12_v7.json)
@@ -191,9 +189,9 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode, nxt=0, nxt_sets=1):
     n128 = n_words // 16
     rows_per_block = rows_per_pass(lpr, nxt)
     first_chunks, stream_row = make_row_streamer(n_tok, DEPTH)
-    sh_rows_shape = SH_ROWS if nxt == NEXT_MLGRU else (1, 1, 1)
-    # rows per element of the next stage's input, and whether that element has a pre-norm
-    per_elem = 3 if nxt == NEXT_MLGRU else (2 if nxt == NEXT_GLU else 1)
+    # rows per element of the pass epilogue's output, and whether the next stage's input
+    # has a pre-norm
+    per_elem = 2 if nxt == NEXT_GLU else 1
     nxt_norm = nxt == NEXT_NORM2 or nxt == NEXT_MLGRU
 
     @cuda.jit(device=True)
@@ -267,15 +265,34 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode, nxt=0, nxt_sets=1):
         row = rg * rows_per_block + min(slot, rows_per_block - 1)
         return first_chunks(w32, min(row, n_rows - 1), lane, lpr)
 
+    @cuda.jit(device=True)
+    def mlgru_triples(y3, n_rgroups, state, lb, has_lb, g_w, post_w, t_out, nw, es):
+        """(NEXT_MLGRU) The MLGRU elements of this block's row triples, one per thread: rows
+        3j, 3j + 1, 3j + 2 of y3 (B, 3 D) are i_j, f_j, g_j; h_j goes over state[b, j], t_j
+        to t_out[b, j], their statistics into es (mlgru_element)."""
+        blk, grid = cuda.blockIdx.x, cuda.gridDim.x
+        per_pass = rows_per_block // 3
+        n_pass = (n_rgroups - blk + grid - 1) // grid
+        for e in range(cuda.threadIdx.x, n_pass * per_pass, TPB):
+            row = (blk + (e // per_pass) * grid) * rows_per_block + 3 * (e % per_pass)
+            if row < y3.shape[1]:
+                j = row // 3
+                load_norms(j, True, g_w, post_w, nxt_sets, nw)
+                lb_j = lb[j] if has_lb else ZERO_F
+                for b in range(n_tok):
+                    h, t = mlgru_element(y3[b, row], y3[b, row + 1], y3[b, row + 2],
+                                         state[b, j], lb_j, nw, nxt_sets, es[b])
+                    state[b, j] = h
+                    t_out[b, j] = t
+
     @cuda.jit(**STAGE_OPTS)
     def stage(w32, sw, seg_rows, x, pre_w, pre_eps, post_w, state, lb, has_lb, out_mode, out,
-              part, n_part, actg, bar, nxt_pre_w, nxt_post_w):
+              part, n_part, actg, bar, nxt_pre_w, nxt_post_w, t_out):
         sx = cuda.shared.array((4, MAX_TOKENS), np.float32)     # 127 / max|n| per set, token
         rstd = cuda.shared.array((2, MAX_TOKENS), np.float32)   # rstd1, rstd2 per token
         red = cuda.shared.array((N_STATS, TPB), np.float32)
         sh_acc = cuda.shared.array(SH_ACC, np.int32)            # lane sums (simulator only)
         sh_y = cuda.shared.array(SH_ACC, np.float32)            # row pairs (simulator only)
-        sh_t = cuda.shared.array(sh_rows_shape, np.float32)     # row triples
         m = cuda.local.array(4, np.float32)
         nw = cuda.local.array(N_NW, np.float32)                 # the epilogue's operands
         prev = cuda.local.array(MAX_TOKENS, np.float32)
@@ -302,7 +319,6 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode, nxt=0, nxt_sets=1):
             for k in range(N_STATS):
                 es[b, k] = ZERO_F
         rg = blk
-        parity = 0
         while rg < n_rgroups:
             row = rg * rows_per_block + slot
             valid = slot < rows_per_block and row < n_rows
@@ -310,17 +326,12 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode, nxt=0, nxt_sets=1):
             # the epilogue's operands, loaded now: their latency overlaps the row's stream
             j = row // per_elem
             owner = lane == 0 and valid and row % per_elem == 0
-            lb_j = ZERO_F
             if owner:
-                if nxt != NEXT_NONE:
+                if nxt == NEXT_NORM2 or nxt == NEXT_GLU:
                     load_norms(j, nxt_norm, nxt_pre_w, nxt_post_w, nxt_sets, nw)
                 for b in range(n_tok):
                     if out_mode == ADD:
                         prev[b] = out[b, row]
-                    elif nxt == NEXT_MLGRU:
-                        prev[b] = state[b, j]
-                if nxt == NEXT_MLGRU and has_lb:
-                    lb_j = lb[j]
             for b in range(n_tok):
                 acc[b] = 0
             if valid:
@@ -333,29 +344,20 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode, nxt=0, nxt_sets=1):
                 y = F32(total) / (sx[p, b] * sw[p])
                 if nxt == NEXT_GLU:
                     u = pair_next(y, sh_y, b, lpr)     # u_j from row 2j + 1 (all lanes)
-                if nxt == NEXT_MLGRU:
-                    if lane == 0:
-                        sh_t[parity, b, slot] = y
-                elif owner:
+                if owner:
                     if out_mode == ADD:
                         y = prev[b] + y
                     if nxt == NEXT_GLU:
                         y = silu32(y) * u
                     out[b, j] = y
-                    if nxt != NEXT_NONE:
+                    if nxt == NEXT_NORM2 or nxt == NEXT_GLU:
                         element_stats(y, nxt_norm, nw, nxt_sets, es[b])
-            if nxt == NEXT_MLGRU:       # rows 3j, 3j + 1, 3j + 2: i_j, f_j, g_j
-                # (sh_t alternates between two passes: a pass's writes come after the
-                # previous pass's barrier, which every thread passes after its reads)
-                cuda.syncthreads()
-                if owner:
-                    for b in range(n_tok):
-                        h, t = mlgru_element(sh_t[parity, b, slot], sh_t[parity, b, slot + 1],
-                                             sh_t[parity, b, slot + 2], prev[b], lb_j, nw,
-                                             nxt_sets, es[b])
-                        state[b, j] = h
-                        out[b, j] = t
-                parity = 1 - parity
+        if nxt == NEXT_MLGRU:
+            # after all passes, so that no pass waits for the others' rows: the block's own
+            # writes to `out` are visible to all its threads after a block barrier
+            cuda.syncthreads()
+            mlgru_triples(out, n_rgroups, state, lb, has_lb, nxt_pre_w, nxt_post_w, t_out, nw,
+                          es)
         # 7. the next stage's partial statistics (all this kernel's blocks have folded theirs)
         if nxt != NEXT_NONE:
             for b in range(n_tok):

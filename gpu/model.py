@@ -196,7 +196,7 @@ class GPUDecoder:
         for lin in self.linears():
             arrays += [lin.sw, lin.post_w]
         if self._batch is not None:
-            arrays += [self.ids, self.res, self.t, self.gu, self.logits, self.part, self.actg,
+            arrays += [self.ids, self.res, self.ifg, self.t, self.gu, self.logits, self.part, self.actg,
                        self.bars]
         return self.weight_bytes() + sum(a.nbytes for a in arrays)
 
@@ -209,7 +209,8 @@ class GPUDecoder:
         d, n, v = c.hidden_size, c.intermediate, c.vocab_size
         z = lambda *s: cuda.to_device(np.zeros(s, F32))   # noqa: E731
         self.ids = cuda.to_device(np.zeros(batch, np.int32))
-        self.res, self.t, self.gu = z(batch, d), z(batch, d), z(batch, n)
+        self.res, self.ifg, self.t = z(batch, d), z(batch, 3 * d), z(batch, d)
+        self.gu = z(batch, n)
         self.logits = z(batch, v)
         self.state = [z(batch, d) for _ in range(c.num_hidden_layers)]
         self._dummy = z(1, 1)
@@ -233,7 +234,7 @@ class GPUDecoder:
         eps, d = self.config.rms_norm_eps, self._dummy
         for i, layer in enumerate(self.layers):
             yield ("ifg", layer["ifg"], decode.NORM2, self.res, layer["attn_norm"], eps,
-                   self.state[i], layer, decode.STORE, self.t)
+                   self.state[i], layer, decode.STORE, self.ifg)
             yield ("o", layer["o"], decode.MLGRU, self.t, layer["g_norm"], G_NORM_EPS, d, None,
                    decode.ADD, self.res)
             yield ("gate", layer["gate"], decode.NORM2, self.res, layer["mlp_norm"], eps, d, None,
@@ -268,7 +269,7 @@ class GPUDecoder:
                 s, self._batch, lin.n_sets, lin.packed.d_in, mode, nxt_kind, nxt_lin.n_sets,
                 (lin.words, lin.sw, lin.seg_rows, x, pre_w, F32(pre_eps), lin.post_w, state, lb,
                  has_lb, out_mode, out, self.part, n_part, self.actg, bar, nxt_pre,
-                 nxt_lin.post_w))
+                 nxt_lin.post_w, self.t if nxt_kind == decode.NEXT_MLGRU else self._dummy))
 
     def _check_ids(self, ids_t):
         ids_t = np.asarray(ids_t)

@@ -15,7 +15,9 @@ from mmfree_ref.config import HGRNBitConfig
 from mmfree_ref.decode import decode_logits
 from mmfree_ref.generate import OracleDecoder, generate
 from mmfree_ref.params import init_params
+from gpu.gemv import lanes_per_row
 from gpu.model import GPUDecoder
+from gpu.packing import words_per_row
 from tests.conftest import REF_SMALL
 from tests.gpu.helpers import SIM
 
@@ -68,6 +70,21 @@ def test_statistics_folded_over_several_blocks():
     and maxima (gpu/decode.py); under the simulator the stage grids are single blocks."""
     c, p = tiny_params(seed=5, hidden_size=48)
     ids = np.array([[2, 8]])
+    ref = decode_logits(p, c, ids)
+    got = gpu_decode_logits(GPUDecoder(p, c), ids)
+    assert np.abs(got - ref).max() <= RTOL_LOGITS * np.abs(ref).max()
+    np.testing.assert_array_equal(got.argmax(-1), ref.argmax(-1))
+
+
+@pytest.mark.skipif(SIM, reason="the simulator gives every stage one lane per row")
+def test_wide_rows_on_several_lanes():
+    """The 370M shapes (hidden 1024, intermediate 2816) in 2 layers: rows of 32 and 88 words,
+    so every stage runs on lanes_per_row's 8 lanes (gpu/gemv.py) instead of the tiny models'
+    4: three shuffle steps per lane sum, the gate's row pairs 8 lanes apart, passes of 30
+    rows (10 MLGRU triples)."""
+    c, p = tiny_params(seed=7, intermediate_size=2816, hidden_size=1024)
+    assert {lanes_per_row(words_per_row(d_in)) for d_in in (1024, 2816)} == {8}
+    ids = np.array([[3, 9, 4]])
     ref = decode_logits(p, c, ids)
     got = gpu_decode_logits(GPUDecoder(p, c), ids)
     assert np.abs(got - ref).max() <= RTOL_LOGITS * np.abs(ref).max()
