@@ -21,9 +21,11 @@ at once, at most BLOCKS_PER_SM per SM, no more than the weights have row groups)
        NEXT_GLU    v_j = silu(gate_j) u_j: the gate projection's rows come interleaved
                    (gate_0, u_0, gate_1, ...: gpu/model.py), and lane 0 of row 2j gets u_j
                    from row 2j + 1 by one shuffle;
-       NEXT_MLGRU  t_j = (g_j g_norm_j) silu(h_j) (mlgru_element): the i, f, g rows come
-                   interleaved in triples, a pass of the block covers whole triples, and the
-                   state update h_j happens here.
+       NEXT_MLGRU  t_j = (g_j g_norm_j) silu(h_j) (mlgru_element) into t_out, and the
+                   state update h_j: the i, f, g rows come interleaved in triples, a pass of
+                   the block covers whole triples (rows_per_pass), the passes store the
+                   projections, and after the last one the block computes its triples.
+     The epilogue's operands (norm weights, the residual) are loaded before the row's stream.
      Every block has folded this kernel's partials (step 3) before any passes the barrier of
      step 5, so overwriting them here is safe.
 History: v1-v5 of this file had no grid barrier, so every block recomputed steps 2-4 for the
@@ -32,17 +34,22 @@ kernel at 1.3B, 20-60 us at 13B: docs/benchmarks.md, gpu/results/probe_run*.json
 each element once per step, at the price of two grid barriers per kernel (~2.5 us each): a 13B
 step went from 5.88 to 3.85 ms, 1.3B from 1.36 to 1.27 ms, 370M from 0.80 to 1.03 ms. v7 moved
 the NORM2 and GLU stages' statistics into the previous epilogue (one barrier in three stages of
-four): 13B 3.25 ms, 1.3B 0.99 ms, 370M 0.86 ms. v8 (this version) does the MLGRU in the ifg
-epilogue, so that no stage has a phase of its own before the fold and every stage one barrier:
-13B 3.12 ms, 1.3B 0.88 ms, 370M 0.78 ms (docs/benchmarks.md).
+four): 13B 3.25 ms, 1.3B 0.99 ms, 370M 0.86 ms. v8 did the MLGRU in the ifg epilogue, so
+that no stage has a phase of its own before the fold and every stage one barrier, and the
+barrier lost its two membar.gl fences: 13B 3.12 ms, 1.3B 0.88 ms, 370M 0.78 ms; but its ifg
+stage, with a block barrier per pass to hand the triples over, took 23.9 us per kernel at
+13B (v7: 18.5). v9 loaded the epilogue's operands early (no measurable change); v10 (this
+version) computes the triples after all passes: ifg 19.8 us, 13B 3.04 ms, 1.3B 0.91 ms, 370M
+0.76 ms (docs/benchmarks.md, gpu/results/probe_run13-15, bench_run10-12).
 Phase modes (the oracle's code they reproduce, mmfree_ref/model.py, mlgru.py, glu.py):
   NORM2   v = rmsnorm(x, pre_w, pre_eps)                 attn_norm / mlp_norm / model.norm
   MLGRU   v = rmsnorm(g, g_norm, 1e-6) * silu(h), from x = t and sum g^2 (fold_partials)
   GLU     v = x  (= silu(gate) * u)
 then for each activation set p: n = rmsnorm(v, post_w[p], 1e-6) (BitLinear's own norm), q, scale.
-Stages of one layer, on buffers res (B, D) (the residual stream), t (B, D), gu (B, N):
+Stages of one layer, on buffers res (B, D) (the residual stream), ifg (B, 3 D), t (B, D),
+gu (B, N):
   ifg   NORM2 on res with attn_norm; weights [W_i; W_f; W_g] (3 sets, rows interleaved)
-        -> the layer's state h and t (NEXT_MLGRU)
+        -> ifg, then the layer's state h and t (NEXT_MLGRU)
   o     MLGRU on t;                                W_o    -> res (ADD),  NEXT_NORM2 for gate
   gate  NORM2 on res with mlp_norm; W_gate (rows paired)  -> gu,        NEXT_GLU
   down  GLU on gu;                                 W_down -> res (ADD),  NEXT_NORM2 for next ifg
@@ -190,9 +197,9 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode, nxt=0, nxt_sets=1):
     rows_per_block = rows_per_pass(lpr, nxt)
     first_chunks, stream_row = make_row_streamer(n_tok, DEPTH)
     # rows per element of the pass epilogue's output, and whether the next stage's input
-    # has a pre-norm
+    # has a pre-norm there (the MLGRU's g_norm is applied in mlgru_triples)
     per_elem = 2 if nxt == NEXT_GLU else 1
-    nxt_norm = nxt == NEXT_NORM2 or nxt == NEXT_MLGRU
+    nxt_norm = nxt == NEXT_NORM2
 
     @cuda.jit(device=True)
     def word_terms(x, b, w, pre_w, post_w, tp):

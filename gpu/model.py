@@ -196,8 +196,8 @@ class GPUDecoder:
         for lin in self.linears():
             arrays += [lin.sw, lin.post_w]
         if self._batch is not None:
-            arrays += [self.ids, self.res, self.ifg, self.t, self.gu, self.logits, self.part, self.actg,
-                       self.bars]
+            arrays += [self.ids, self.res, self.ifg, self.t, self.gu, self.logits, self.part,
+                       self.actg, self.bars]
         return self.weight_bytes() + sum(a.nbytes for a in arrays)
 
     def kernels_per_step(self):
