@@ -3,9 +3,10 @@ until all blocks have arrived, and then sees every global-memory write made befo
 
 Why not cuda.cg.this_grid().sync(): Numba implements it by linking the CUDA device runtime
 library (cudadevrt) and launching cooperatively, two more things the machine and a CUDA-graph
-capture would have to provide; this barrier needs only atomics and fences. One uint64 counter
-per launch site, which only grows (it never wraps, so nothing is reset between barriers or
-between replays of a CUDA graph):
+capture would have to provide; this barrier needs only a reduction with release semantics and
+an acquire load, both inline PTX (red_release, ld_acquire). One uint64 counter per launch
+site, which only grows (it never wraps, so nothing is reset between barriers or between
+replays of a CUDA graph):
 
     at kernel start, thread 0 of each block:  base = bar[0] rounded down to a multiple of G
                                               (G = gridDim.x: earlier launches left a
@@ -22,9 +23,10 @@ block's increment orders what follows it, and the second bar.sync hands that on 
 sequentially consistent fence) before the increment and after the spin instead.
 
 Every launch that shares a counter must have the same grid size (give each launch site its
-own). Measured on the H100 with 264 blocks: ~2.5 us per barrier (v2; docs/benchmarks.md). v1 of
-this barrier took its target from the atomic's reply instead of the count read at kernel
-start; that saves one dependent round trip on paper, but made no measurable difference
+own). Measured on the H100 with 264 blocks: ~2.5 us per barrier in v2, ~0.5 us less in v3,
+this version (scfence in gpu/results/probe_run13_v8.json; docs/benchmarks.md). v1 of this
+barrier took its target from the atomic's reply instead of the count read at kernel start;
+that saves one dependent round trip on paper, but made no measurable difference
 (gpu/results/probe_run9_atomic_bps1.json).
 
 It deadlocks unless all blocks are resident at once: launch at most `resident_blocks(...)`
