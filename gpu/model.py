@@ -230,7 +230,8 @@ class GPUDecoder:
 
     def _plan(self):
         """The stages of one step, in order: (kind, linear, mode, x, pre_w, pre_eps, state,
-        layer, out_mode, out), kind being "ifg", "o", "gate", "down" or "head"."""
+        layer, out_mode, out), kind being "ifg", "o", "gate", "down" or "head"; state and
+        layer (its lower bound) are the MLGRU's, for the ifg stage, whose epilogue updates h."""
         eps, d = self.config.rms_norm_eps, self._dummy
         for i, layer in enumerate(self.layers):
             yield ("ifg", layer["ifg"], decode.NORM2, self.res, layer["attn_norm"], eps,
