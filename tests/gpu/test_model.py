@@ -43,13 +43,19 @@ def gpu_decode_logits(dec, ids):
     return np.stack(out, axis=1)
 
 
-def test_tiny_model_logits_match_oracle():
-    c, p = tiny_params()
-    ids = np.array([[1, 5], [10, 0]])[:1] if SIM else np.array([[1, 5, 2, 7], [10, 0, 0, 3]])
+def assert_decodes_like_oracle(c, p, ids):
+    """GPUDecoder's logits for ids (B, T), token by token, within RTOL_LOGITS of the oracle's,
+    with the same greedy tokens."""
     ref = decode_logits(p, c, ids)
     got = gpu_decode_logits(GPUDecoder(p, c), ids)
     assert np.abs(got - ref).max() <= RTOL_LOGITS * np.abs(ref).max()
     np.testing.assert_array_equal(got.argmax(-1), ref.argmax(-1))
+
+
+def test_tiny_model_logits_match_oracle():
+    c, p = tiny_params()
+    ids = np.array([[1, 5], [10, 0]])[:1] if SIM else np.array([[1, 5, 2, 7], [10, 0, 0, 3]])
+    assert_decodes_like_oracle(c, p, ids)
 
 
 def test_threads_owning_several_activation_words():
@@ -58,10 +64,7 @@ def test_threads_owning_several_activation_words():
     sequences (gpu/decode.py phase B); on the GPU the grid has more threads than words."""
     c, p = tiny_params(seed=3, intermediate_size=200)
     ids = np.array([[4, 9], [1, 7]])
-    ref = decode_logits(p, c, ids)
-    got = gpu_decode_logits(GPUDecoder(p, c), ids)
-    assert np.abs(got - ref).max() <= RTOL_LOGITS * np.abs(ref).max()
-    np.testing.assert_array_equal(got.argmax(-1), ref.argmax(-1))
+    assert_decodes_like_oracle(c, p, ids)
 
 
 def test_statistics_folded_over_several_blocks():
@@ -70,10 +73,7 @@ def test_statistics_folded_over_several_blocks():
     and maxima (gpu/decode.py); under the simulator the stage grids are single blocks."""
     c, p = tiny_params(seed=5, hidden_size=48)
     ids = np.array([[2, 8]])
-    ref = decode_logits(p, c, ids)
-    got = gpu_decode_logits(GPUDecoder(p, c), ids)
-    assert np.abs(got - ref).max() <= RTOL_LOGITS * np.abs(ref).max()
-    np.testing.assert_array_equal(got.argmax(-1), ref.argmax(-1))
+    assert_decodes_like_oracle(c, p, ids)
 
 
 @pytest.mark.skipif(SIM, reason="the simulator gives every stage one lane per row")
@@ -85,10 +85,7 @@ def test_wide_rows_on_several_lanes():
     c, p = tiny_params(seed=7, intermediate_size=2816, hidden_size=1024)
     assert {lanes_per_row(words_per_row(d_in)) for d_in in (1024, 2816)} == {8}
     ids = np.array([[3, 9, 4]])
-    ref = decode_logits(p, c, ids)
-    got = gpu_decode_logits(GPUDecoder(p, c), ids)
-    assert np.abs(got - ref).max() <= RTOL_LOGITS * np.abs(ref).max()
-    np.testing.assert_array_equal(got.argmax(-1), ref.argmax(-1))
+    assert_decodes_like_oracle(c, p, ids)
 
 
 @pytest.mark.skipif(SIM, reason="16 steps of a 2-layer model: minutes under the simulator")
