@@ -112,3 +112,81 @@ else:
     ldg4 = _make_ld4("{ .reg .u64 g; cvta.to.global.u64 g, $4; "
                      "ld.global.nc.v4.u32 {$0, $1, $2, $3}, [g]; }", False)
     ld4 = _make_ld4("ld.v4.u32 {$0, $1, $2, $3}, [$4];", True)
+
+
+# ---- asynchronous copies into shared memory (sm_80+) -----------------------------------------
+# cp_async16(dst, i, src, j): dst.flat[i .. i+3] = src.flat[j .. j+3] (16 bytes: dst an int32
+# shared array, src a C-contiguous int32 global array), as PTX cp.async.cg (through L2, not
+# L1): the copy flies while the thread goes on, holding no register. cp_async_commit() closes
+# the group of copies this thread issued since the last commit; cp_async_wait(n) (a factory:
+# the count is an immediate) waits until at most n of this thread's groups are still in
+# flight. lds4(a, i): ld4 from shared memory (a 16-byte shared load, not a generic one).
+# Under the simulator the copy happens at once and commit/wait do nothing.
+
+def cp_async16_py(dst, i, src, j):
+    """Reference: the copy, done now."""
+    dst.reshape(-1)[i:i + 4] = src.reshape(-1)[j:j + 4]
+
+
+def _nothing():
+    pass
+
+
+if SIMULATOR:
+    cp_async16 = cp_async16_py
+    cp_async_commit = _nothing
+    lds4 = ld4_py
+
+    def cp_async_wait(n):
+        return _nothing
+else:
+    def _address(context, builder, aty, arr, idx, ity):
+        """The generic address of element idx of array arr, as an i64."""
+        a = context.make_array(aty)(context, builder, arr)
+        ptr = builder.gep(a.data, [context.cast(builder, idx, ity, types.intp)])
+        return builder.ptrtoint(ptr, ir.IntType(64))
+
+    @intrinsic
+    def cp_async16(typingctx, dst, i, src, j):
+        if not all(isinstance(a, types.Array) and a.dtype == types.int32 for a in (dst, src)):
+            return None
+        sig = types.void(dst, i, src, j)
+
+        def codegen(context, builder, signature, args):
+            dty, ity, sty, jty = signature.args
+            d = _address(context, builder, dty, args[0], args[1], ity)
+            s = _address(context, builder, sty, args[2], args[3], jty)
+            fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(64)] * 2)
+            asm = ir.InlineAsm(fnty, "{ .reg .u64 s, g; .reg .u32 s32; "
+                               "cvta.to.shared.u64 s, $0; cvt.u32.u64 s32, s; "
+                               "cvta.to.global.u64 g, $1; "
+                               "cp.async.cg.shared.global [s32], [g], 16; }", "l,l",
+                               side_effect=True)
+            builder.call(asm, [d, s])
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    def _make_asm0(asm_text):
+        """An intrinsic f() running one PTX instruction without operands."""
+        @intrinsic
+        def asm0(typingctx):
+            def codegen(context, builder, signature, args):
+                fnty = ir.FunctionType(ir.VoidType(), [])
+                builder.call(ir.InlineAsm(fnty, asm_text, "", side_effect=True), [])
+                return context.get_dummy_value()
+
+            return types.void(), codegen
+
+        return asm0
+
+    cp_async_commit = _make_asm0("cp.async.commit_group;")
+    _WAITS = {}
+
+    def cp_async_wait(n):
+        if n not in _WAITS:
+            _WAITS[n] = _make_asm0(f"cp.async.wait_group {int(n)};")
+        return _WAITS[n]
+
+    lds4 = _make_ld4("{ .reg .u64 s; cvta.to.shared.u64 s, $4; "
+                     "ld.shared.v4.u32 {$0, $1, $2, $3}, [s]; }", True)
