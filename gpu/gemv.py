@@ -66,20 +66,11 @@ def gemv_naive_kernel(t, q, acc):
             acc[b, row] = s
 
 
-def make_row_streamer(n_tok, depth=2):
-    """Device functions for n_tok tokens (a compile-time constant, so that acc stays in
-    registers): first_chunks(w32, row, k, lpr) -> the lane's first `depth` chunks, and
-    stream_row(w32, act, abase, tstride, row, lane, lpr, acc, first chunks):
-    acc[b] += this lane's share of dot(row, activations of token b at act.flat[abase +
-    b * tstride ...]) for b < n_tok. w32: (R, 4 n128) int32 view of the packed words, a row
-    being n128 16-byte chunks of 64 weights (word h of chunk K: weights 64K + 16h .. + 15 at
-    bits 2m); act: int32 words in the gpu/quantize.py layout, global or shared memory.
-
-    Lane l streams chunks l, l + lpr, ... `depth` (2 or 4) at a time, software pipelined: the
-    next `depth` are requested before the current ones are used (2 depth 16-byte loads in
-    flight per thread; the chunks are tuples of 4 depth int32, kept in registers)."""
-    if depth not in (2, 4):
-        raise ValueError(f"pipeline depth must be 2 or 4, got {depth}")
+def make_chunk_dot(n_tok):
+    """dot_chunk(c0, c1, c2, c3, act, abase, tstride, k, n128, acc) for n_tok tokens (a
+    compile-time constant, so that acc stays in registers): acc[b] += dot(chunk k of a row,
+    held as its four int32 words c0..c3, activations of token b at act.flat[abase + b *
+    tstride ...]) for b < n_tok (the layouts of make_row_streamer)."""
 
     @cuda.jit(device=True)
     def dot_half(half, act, a_off, acc):
@@ -107,6 +98,25 @@ def make_row_streamer(n_tok, depth=2):
         for b in range(n_tok):
             a_off[b] += 4 * n128
         dot_half(c3, act, a_off, acc)
+
+    return dot_chunk
+
+
+def make_row_streamer(n_tok, depth=2):
+    """Device functions for n_tok tokens (a compile-time constant, so that acc stays in
+    registers): first_chunks(w32, row, k, lpr) -> the lane's first `depth` chunks, and
+    stream_row(w32, act, abase, tstride, row, lane, lpr, acc, first chunks):
+    acc[b] += this lane's share of dot(row, activations of token b at act.flat[abase +
+    b * tstride ...]) for b < n_tok. w32: (R, 4 n128) int32 view of the packed words, a row
+    being n128 16-byte chunks of 64 weights (word h of chunk K: weights 64K + 16h .. + 15 at
+    bits 2m); act: int32 words in the gpu/quantize.py layout, global or shared memory.
+
+    Lane l streams chunks l, l + lpr, ... `depth` (2 or 4) at a time, software pipelined: the
+    next `depth` are requested before the current ones are used (2 depth 16-byte loads in
+    flight per thread; the chunks are tuples of 4 depth int32, kept in registers)."""
+    if depth not in (2, 4):
+        raise ValueError(f"pipeline depth must be 2 or 4, got {depth}")
+    dot_chunk = make_chunk_dot(n_tok)
 
     @cuda.jit(device=True)
     def load_chunk(w32, rbase, k, n128):
