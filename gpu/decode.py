@@ -3,7 +3,9 @@ sequence, batch 1..8) with four kernels per layer.
 
 Each BitLinear is one "stage" kernel on a persistent grid (as many blocks as fit on the device
 at once, at most BLOCKS_PER_SM per SM, no more than the weights have row groups). Every block:
-  1. prefetches its first DEPTH 16-byte weight chunks per lane (their DRAM latency overlaps 2-4);
+  1. starts its weight stream: the first RING - 1 steps (two 16-byte chunks each) of every
+     thread's share of the block's rows are copied into a ring in shared memory by cp.async
+     (gpu/ring.py), while the block goes through 2-5, which do not depend on the weights;
   2. finds its input's statistics in `part`, n_part rows of per-block partial sums and maxima
      that the previous kernel's epilogue (step 6) or the embedding kernel wrote;
   3. folds all rows in the same order in every block (so all blocks get the same bits) into
@@ -11,9 +13,10 @@ at once, at most BLOCKS_PER_SM per SM, no more than the weights have row groups)
   4. phase B: for its share of the activation words (word w of token b goes to thread w mod
      grid-size, four elements each) turns the elements into int8 (round half away from zero,
      gpu/quantize.py layout) and writes the words to `actg` (global);
-  5. grid barrier (gpu/gridsync.py); the packed GEMV (gpu/gemv.py: byte-permute decode + dp4a,
-     software-pipelined 16-byte loads) over row groups blockIdx, blockIdx + gridDim, ...,
-     reading actg;
+  5. grid barrier (gpu/gridsync.py); the packed GEMV (gpu/gemv.py's make_chunk_dot:
+     byte-permute decode + dp4a) over row groups blockIdx, blockIdx + gridDim, ..., reading
+     actg and taking the weights from the ring, which each step refills RING - 1 steps ahead,
+     across row groups;
   6. epilogue: y = acc / (scale_x * scale_w), stored (STORE) or added to the residual (ADD),
      and what the next stage needs (`nxt`): each element's share of its input statistics,
      reduced over the block into part[block, b], and for GLU and MLGRU stages the input:
@@ -40,7 +43,12 @@ barrier lost its two membar.gl fences: 13B 3.12 ms, 1.3B 0.88 ms, 370M 0.78 ms; 
 stage, with a block barrier per pass to hand the triples over, took 23.9 us per kernel at
 13B (v7: 18.5). v9 loaded the epilogue's operands early (no measurable change); v10 (this
 version) computes the triples after all passes: ifg 19.8 us, 13B 3.04 ms, 1.3B 0.91 ms, 370M
-0.76 ms (docs/benchmarks.md, gpu/results/probe_run13-15, bench_run10-12).
+0.76 ms (docs/benchmarks.md, gpu/results/probe_run13-15, bench_run10-12). v11 (this version)
+streams the weights through the shared-memory ring of gpu/ring.py instead of registers (two
+chunks per lane per pipeline step, requested before the current two are used): against v10
+in the same runs, 13B 2.91 against 3.04 ms (the gate projection, 7 row groups per block, 24.0
+against 26.5 us per kernel), but 2.7B 1.37-1.38 against 1.33-1.34 ms and 1.3B 0.91-0.92
+against 0.90-0.91 ms (gpu/results/probe_run20_ab_v10.json, bench_run15_v11.json).
 Phase modes (the oracle's code they reproduce, mmfree_ref/model.py, mlgru.py, glu.py):
   NORM2   v = rmsnorm(x, pre_w, pre_eps)                 attn_norm / mlp_norm / model.norm
   MLGRU   v = rmsnorm(g, g_norm, 1e-6) * silu(h), from x = t and sum g^2 (fold_partials)
@@ -65,17 +73,16 @@ from mmfree_ref.bitlinear import BITLINEAR_EPS
 from mmfree_ref.quantize import ACT_FLOOR
 
 from .common import SIMULATOR
-from .gemv import ADD, MAX_TOKENS, STORE, lane_sum, lanes_per_row, make_row_streamer
+from .gemv import ADD, MAX_TOKENS, STORE, lane_sum, lanes_per_row, make_chunk_dot
 from .gridsync import grid_epoch, grid_sync, resident_blocks
 from .quantize import ROUND_CLIP_INT8, _element_of, _word_position, act_words, block_stats
+from .ring import RING, make_ring, ring_words
 
 NORM2, MLGRU, GLU = 0, 1, 2                  # phase modes
 NEXT_NONE, NEXT_NORM2, NEXT_GLU, NEXT_MLGRU = 0, 1, 2, 3   # what an epilogue forms next
 TPB = 32 if SIMULATOR else 256
 SH_ACC = (MAX_TOKENS, TPB) if SIMULATOR else (1, 1)
 BLOCKS_PER_SM = 2                # persistent grid (see max_blocks)
-DEPTH = 2                        # weight chunks per lane per pipeline step (gpu/gemv.py;
-                                 # 4 measured slower in v7: gpu/results/probe_run12_v7.json)
 N_STATS = 6                      # per block and token: sum s1, sum s2, max of 4 sets
 N_NW = 5                         # norm weights of one element: pre_w, post_w of 4 sets
 F32 = np.float32
@@ -84,6 +91,7 @@ ONE, ZERO_F = F32(1), F32(0)
 round_clip_int8 = ROUND_CLIP_INT8[np.dtype(F32)]
 # at most 65536 / (TPB BLOCKS_PER_SM) = 128 registers, so that BLOCKS_PER_SM blocks fit per SM
 # (ptxas -v: 8 tokens would take 140 and halve the grid; capped, they spill ~100 bytes)
+RING_WORDS = ring_words(RING)
 STAGE_OPTS = {} if SIMULATOR else {"launch_bounds": (TPB, BLOCKS_PER_SM)}
 
 
@@ -195,7 +203,8 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode, nxt=0, nxt_sets=1):
     n_words = act_words(d_in)
     n128 = n_words // 16
     rows_per_block = rows_per_pass(lpr, nxt)
-    first_chunks, stream_row = make_row_streamer(n_tok, DEPTH)
+    dot_chunk = make_chunk_dot(n_tok)
+    ring_start, ring_wait, ring_issue, ring_take = make_ring(rows_per_block, lpr, RING)
     # rows per element of the pass epilogue's output, and whether the next stage's input
     # has a pre-norm there (the MLGRU's g_norm is applied in mlgru_triples)
     per_elem = 2 if nxt == NEXT_GLU else 1
@@ -266,13 +275,6 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode, nxt=0, nxt_sets=1):
                 actg[(k * n_tok + b) * n_words + _word_position(g, e, n128)] = word
 
     @cuda.jit(device=True)
-    def chunks_of_pass(w32, rg, slot, lane, n_rows):
-        """This lane's first weight chunks of row group rg (an idle slot of an MLGRU pass loads
-        the block's last row again, which costs no DRAM traffic)."""
-        row = rg * rows_per_block + min(slot, rows_per_block - 1)
-        return first_chunks(w32, min(row, n_rows - 1), lane, lpr)
-
-    @cuda.jit(device=True)
     def mlgru_triples(y3, n_rgroups, state, lb, has_lb, g_w, post_w, t_out, nw, es):
         """(NEXT_MLGRU) The MLGRU elements of this block's row triples, one per thread: rows
         3j, 3j + 1, 3j + 2 of y3 (B, 3 D) are i_j, f_j, g_j; h_j goes over state[b, j], t_j
@@ -300,6 +302,7 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode, nxt=0, nxt_sets=1):
         red = cuda.shared.array((N_STATS, TPB), np.float32)
         sh_acc = cuda.shared.array(SH_ACC, np.int32)            # lane sums (simulator only)
         sh_y = cuda.shared.array(SH_ACC, np.float32)            # row pairs (simulator only)
+        ring = cuda.shared.array(RING_WORDS, np.int32)          # weight chunks in flight
         m = cuda.local.array(4, np.float32)
         nw = cuda.local.array(N_NW, np.float32)                 # the epilogue's operands
         prev = cuda.local.array(MAX_TOKENS, np.float32)
@@ -309,8 +312,9 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode, nxt=0, nxt_sets=1):
         lane, slot = tid % lpr, tid // lpr
         n_rows = w32.shape[0]
         n_rgroups = (n_rows + rows_per_block - 1) // rows_per_block
-        # 1. this lane's first weight chunks (their latency overlaps 2-4)
-        c = chunks_of_pass(w32, blk, slot, lane, n_rows)
+        n128 = w32.shape[1] // 4
+        # 1. this thread's first RING - 1 weight chunks on their way (they overlap 2-5)
+        at, row_i, k_i = ring_start(ring, w32)     # at: the next chunk's ring slot
         base = grid_epoch(bar)
         # 2.-4. norms and quantization, each activation word once in the grid
         for b in range(n_tok):
@@ -341,11 +345,19 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode, nxt=0, nxt_sets=1):
                         prev[b] = out[b, row]
             for b in range(n_tok):
                 acc[b] = 0
-            if valid:
-                stream_row(w32, actg, p * n_tok * n_words, n_words, row, lane, lpr, acc, c)
+            # every thread takes its chunks, valid or not, so that the rings stay in step
+            k = lane
+            while k < n128:
+                ring_wait()
+                c, i_at, at = ring_take(ring, at)
+                row_i, k_i = ring_issue(ring, i_at, w32, row_i, k_i)
+                dot_chunk(c[0], c[1], c[2], c[3], actg, p * n_tok * n_words, n_words, k, n128,
+                          acc)
+                if k + lpr < n128:
+                    dot_chunk(c[4], c[5], c[6], c[7], actg, p * n_tok * n_words, n_words,
+                              k + lpr, n128, acc)
+                k += 2 * lpr
             rg += cuda.gridDim.x
-            if rg < n_rgroups:
-                c = chunks_of_pass(w32, rg, slot, lane, n_rows)
             for b in range(n_tok):
                 total = lane_sum(acc[b], sh_acc, b, lpr)
                 y = F32(total) / (sx[p, b] * sw[p])
