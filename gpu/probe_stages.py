@@ -9,9 +9,12 @@ milliseconds per graph and microseconds per stage kernel; writes $OUT/probe.json
 are compiled from the edited text): nophase skips the fold and phase B (norms and
 quantization), nogemv the GEMV, nobar turns the grid barrier into a block barrier, bare does
 all three (launch and first loads only), atomic and scfence run earlier versions of the grid
-barrier (gpu/gridsync.py), bpsK runs K blocks per SM, depth4 streams 4 weight chunks per lane
-per pipeline step instead of 2 (gpu/gemv.py; in run 12, "depth2" was this against a default
-of 4). (Before the grid barrier, gpu/results/probe_run*.json, the variants were nopro, nogemv,
+barrier (gpu/gridsync.py), bpsK runs K blocks per SM, ringK gives the weight ring of
+gpu/ring.py K slots instead of RING, late starts the ring after the grid barrier instead of
+at kernel start, even launches the fewest blocks that give no block more row groups than
+the default grid does (bps3even: with 3 blocks per SM). (Until v10 the weights were streamed through registers, and depth4 streamed
+4 chunks per lane per pipeline step instead of 2; in run 12, "depth2" was that against a
+default of 4.) (Before the grid barrier, gpu/results/probe_run*.json, the variants were nopro, nogemv,
 neither, bpsK and u8 over the per-block prologue.) Results with skipped parts are garbage
 values; only the times mean something. Used for docs/benchmarks.md (gpu/results/probe_*.json).
 """
@@ -86,10 +89,17 @@ SCFENCE = [("from .gridsync import grid_epoch, grid_sync, resident_blocks",
             "from .gridsync import grid_epoch, resident_blocks\n"
             "from .probe_stages import grid_sync_sc as grid_sync")]
 BPS = lambda k: [("BLOCKS_PER_SM = 2", f"BLOCKS_PER_SM = {k}")]   # noqa: E731
-DEPTH4 = [("DEPTH = 2 ", "DEPTH = 4 ")]
+RING_N = lambda k: [("from .ring import RING, make_ring, ring_words",     # noqa: E731
+                      f"from .ring import make_ring, ring_words\nRING = {k}")]
+START = "        at, row_i, k_i = ring_start(ring, w32)     # at: the next chunk's ring slot\n"
+LATE = [(START, ""), ("        grid_sync(bar, base, 1)\n", "        grid_sync(bar, base, 1)\n" + START)]
+EVEN = [("    grid = min(resident, args[PART_ARG].shape[0], n_rgroups)\n",
+         "    grid = min(resident, args[PART_ARG].shape[0], n_rgroups)\n"
+         "    grid = -(-n_rgroups // -(-n_rgroups // grid))\n")]
 variants = {"normal": [], "nophase": NOPHASE, "nogemv": NOGEMV, "nobar": NOBAR,
             "bare": NOPHASE + NOGEMV + NOBAR, "atomic": ATOMIC, "scfence": SCFENCE,
-            "bps1": BPS(1), "bps3": BPS(3), "bps4": BPS(4), "depth4": DEPTH4}
+            "bps1": BPS(1), "bps3": BPS(3), "bps4": BPS(4), "ring3": RING_N(3),
+            "ring4": RING_N(4), "late": LATE, "even": EVEN, "bps3even": BPS(3) + EVEN}
 
 
 def time_graph(dec, kinds, reps=30):
