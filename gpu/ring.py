@@ -23,9 +23,10 @@ on their way during the fold, the quantization and the grid barrier. Measured on
 (docs/benchmarks.md): it pays where a block streams many row groups (13B's gate projection,
 7 per block: 24.0 against 26.5 us per kernel), and costs ~0.3-0.8 us per kernel on short
 streams (~20% more instructions per weight byte: a step's bookkeeping and a second loop
-branch). Neither more slots (RING 5, 80 KB per SM in flight) nor the start before the
-barrier (the `late` probe variant: 13B 3.00 against 2.94 ms) moved much, so the stream was
-not short of bytes in flight; the stages' fixed costs dominate (docs/benchmarks.md).
+branch). Neither more slots (RING 5: 64 KB per SM in flight, against 32 KB at 3) nor the
+start before the barrier (the `late` probe variant, which starts it after: 13B 3.00 against
+2.94 ms, 1.3B 0.91 against 0.93) moved much, so the stream was not short of bytes in flight;
+the stages' fixed costs dominate (docs/benchmarks.md).
 
 Rows past the last one are read as the last row again (their results are discarded); past
 the last row group a thread issues nothing but still commits (an empty group), so that every
