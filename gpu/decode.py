@@ -89,9 +89,9 @@ F32 = np.float32
 EPS_BL, FLOOR, C127 = F32(BITLINEAR_EPS), F32(ACT_FLOOR), F32(127)
 ONE, ZERO_F = F32(1), F32(0)
 round_clip_int8 = ROUND_CLIP_INT8[np.dtype(F32)]
+RING_WORDS = ring_words(RING)    # int32 words of a block's weight ring (gpu/ring.py)
 # at most 65536 / (TPB BLOCKS_PER_SM) = 128 registers, so that BLOCKS_PER_SM blocks fit per SM
 # (ptxas -v: 8 tokens would take 140 and halve the grid; capped, they spill ~100 bytes)
-RING_WORDS = ring_words(RING)
 STAGE_OPTS = {} if SIMULATOR else {"launch_bounds": (TPB, BLOCKS_PER_SM)}
 
 
