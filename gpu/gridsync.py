@@ -51,6 +51,8 @@ else:
     from numba import types
     from numba.cuda.extending import intrinsic
 
+    from .intrinsics import address
+
     @intrinsic
     def ld_acquire(typingctx, a, i):
         """a[i] of a uint64 global array, loaded with acquire semantics at GPU scope (PTX
@@ -61,9 +63,7 @@ else:
 
         def codegen(context, builder, signature, args):
             aty, ity = signature.args
-            arr = context.make_array(aty)(context, builder, args[0])
-            ptr = builder.gep(arr.data, [context.cast(builder, args[1], ity, types.intp)])
-            addr = builder.ptrtoint(ptr, ir.IntType(64))
+            addr = address(context, builder, aty, args[0], args[1], ity)
             fnty = ir.FunctionType(ir.IntType(64), [ir.IntType(64)])
             asm = ir.InlineAsm(fnty, "ld.acquire.gpu.global.u64 $0, [$1];", "=l,l",
                                side_effect=True)
@@ -90,9 +90,7 @@ else:
 
         def codegen(context, builder, signature, args):
             aty, ity, vty = signature.args
-            arr = context.make_array(aty)(context, builder, args[0])
-            ptr = builder.gep(arr.data, [context.cast(builder, args[1], ity, types.intp)])
-            addr = builder.ptrtoint(ptr, ir.IntType(64))
+            addr = address(context, builder, aty, args[0], args[1], ity)
             val = context.cast(builder, args[2], vty, types.uint64)
             fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(64), ir.IntType(64)])
             asm = ir.InlineAsm(fnty, "red.release.gpu.global.add.u64 [$0], $1;", "l,l",

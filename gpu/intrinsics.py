@@ -42,6 +42,13 @@ else:
     from numba import types
     from numba.cuda.extending import intrinsic
 
+    def address(context, builder, aty, arr, idx, ity):
+        """In an intrinsic's codegen: the generic address of element idx (of type ity) of
+        array arr (of type aty), as an i64 for an inline-asm operand."""
+        a = context.make_array(aty)(context, builder, arr)
+        ptr = builder.gep(a.data, [context.cast(builder, idx, ity, types.intp)])
+        return builder.ptrtoint(ptr, ir.IntType(64))
+
     def _make_asm3(asm_text):
         """An intrinsic f(a, b, c) -> int32 running one PTX instruction on three 32-bit
         registers (integer arguments of any width, truncated to 32 bits)."""
@@ -94,10 +101,7 @@ else:
 
             def codegen(context, builder, signature, args):
                 aty, ity = signature.args
-                arr = context.make_array(aty)(context, builder, args[0])
-                idx = context.cast(builder, args[1], ity, types.intp)
-                ptr = builder.gep(arr.data, [idx])
-                addr = builder.ptrtoint(ptr, ir.IntType(64))
+                addr = address(context, builder, aty, args[0], args[1], ity)
                 i32 = ir.IntType(32)
                 fnty = ir.FunctionType(ir.LiteralStructType([i32] * 4), [ir.IntType(64)])
                 asm = ir.InlineAsm(fnty, asm_text, "=r,=r,=r,=r,l", side_effect=volatile)
@@ -140,12 +144,6 @@ if SIMULATOR:
     def cp_async_wait(n):
         return _nothing
 else:
-    def _address(context, builder, aty, arr, idx, ity):
-        """The generic address of element idx of array arr, as an i64."""
-        a = context.make_array(aty)(context, builder, arr)
-        ptr = builder.gep(a.data, [context.cast(builder, idx, ity, types.intp)])
-        return builder.ptrtoint(ptr, ir.IntType(64))
-
     @intrinsic
     def cp_async16(typingctx, dst, i, src, j):
         if not all(isinstance(a, types.Array) and a.dtype == types.int32 for a in (dst, src)):
@@ -154,8 +152,8 @@ else:
 
         def codegen(context, builder, signature, args):
             dty, ity, sty, jty = signature.args
-            d = _address(context, builder, dty, args[0], args[1], ity)
-            s = _address(context, builder, sty, args[2], args[3], jty)
+            d = address(context, builder, dty, args[0], args[1], ity)
+            s = address(context, builder, sty, args[2], args[3], jty)
             fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(64)] * 2)
             asm = ir.InlineAsm(fnty, "{ .reg .u64 s, g; .reg .u32 s32; "
                                "cvta.to.shared.u64 s, $0; cvt.u32.u64 s32, s; "
