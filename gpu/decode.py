@@ -73,14 +73,13 @@ from mmfree_ref.bitlinear import BITLINEAR_EPS
 from mmfree_ref.quantize import ACT_FLOOR
 
 from .common import SIMULATOR
-from .gemv import ADD, MAX_TOKENS, STORE, lane_sum, lanes_per_row, make_chunk_dot
+from .gemv import ADD, MAX_TOKENS, STORE, TPB, lane_sum, lanes_per_row, make_chunk_dot
 from .gridsync import grid_epoch, grid_sync, resident_blocks
 from .quantize import ROUND_CLIP_INT8, _element_of, _word_position, act_words, block_stats
 from .ring import RING, make_ring, ring_words
 
 NORM2, MLGRU, GLU = 0, 1, 2                  # phase modes
 NEXT_NONE, NEXT_NORM2, NEXT_GLU, NEXT_MLGRU = 0, 1, 2, 3   # what an epilogue forms next
-TPB = 32 if SIMULATOR else 256
 SH_ACC = (MAX_TOKENS, TPB) if SIMULATOR else (1, 1)
 BLOCKS_PER_SM = 2                # persistent grid (see max_blocks)
 N_STATS = 6                      # per block and token: sum s1, sum s2, max of 4 sets

@@ -3,16 +3,16 @@ memory, filled by asynchronous copies (cp.async, gpu/intrinsics.py).
 
 Each thread streams its own sequence of 16-byte weight chunks, in the order it uses them:
 its row in the block's first row group (blockIdx), chunks lane, lane + lpr, ..., then its row
-in the next row group (blockIdx + gridDim), and so on. It keeps RING - 1 of them in flight,
-in RING slots of its own (slot n mod RING holds chunk n of its sequence; no thread reads
-another's slots, so no block barrier guards them):
+in the next row group (blockIdx + gridDim), and so on, two chunks (k, k + lpr) per step. It
+keeps RING - 1 steps in flight, in RING slots of its own (slot n mod RING holds step n of its
+sequence; no thread reads another's slots, so no block barrier guards them):
 
-    ring_start        issue chunks 0 .. RING - 2, one commit group each
-    per chunk n:      ring_wait()  (at most RING - 2 groups still in flight: chunk n is in)
-                      ring_issue(chunk n + RING - 1) into slot (n - 1) mod RING, which the
+    ring_start        issue steps 0 .. RING - 2, one commit group each
+    per step n:       ring_wait()  (at most RING - 2 groups still in flight: step n is in)
+                      ring_take: step n's eight words from slot n mod RING
+                      ring_issue(step n + RING - 1) into slot (n - 1) mod RING, which the
                       thread read in the previous step (its values are in registers and
                       used), so the copy cannot overwrite what it still needs
-                      ring_take(n): the chunk's four words from slot n mod RING
 
 Why: the stage kernels of v10 streamed their weights through registers (gpu/gemv.py's
 make_row_streamer, 2-4 chunks per thread in flight, ~32 KB per SM with 2 blocks of 256
@@ -28,18 +28,18 @@ start before the barrier (the `late` probe variant, which starts it after: 13B 3
 2.94 ms, 1.3B 0.91 against 0.93) moved much, so the stream was not short of bytes in flight;
 the stages' fixed costs dominate (docs/benchmarks.md).
 
-Rows past the last one are read as the last row again (their results are discarded); past
-the last row group a thread issues nothing but still commits (an empty group), so that every
-step of every thread has the same group count. A thread whose lane has no chunk in a row
-(lane >= chunks per row: tiny rows) issues nothing at all.
+Past the end of the weights (rows past the last, in the last row group, and every step after
+the thread's last) a thread issues nothing but still commits (an empty group), so that every
+step of every thread has the same group count. An idle row slot (the 16th row of an MLGRU
+pass) copies the row after the pass's last, which it does not use. A thread whose lane has no
+chunk in a row (lane >= chunks per row: tiny rows) issues nothing at all.
 """
 import numpy as np
 from numba import cuda
 
-from .common import SIMULATOR
+from .gemv import TPB               # the stage kernels' block size (gpu/decode.py)
 from .intrinsics import cp_async16, cp_async_commit, cp_async_wait, lds4
 
-TPB = 32 if SIMULATOR else 256
 RING = 3        # slots per thread, each two chunks: RING * TPB * 32 bytes of shared memory
                 # (24 KB; 5, the most under the 48 KB of static shared memory a block may
                 # have, was no faster: gpu/results/probe_run17_ring5.json, probe_run18_grid)
