@@ -8,8 +8,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-from mmfree_ref.atomic import atomic_write
-from mmfree_ref.cmd_common import add_command
+from mmfree_ref.formats.atomic import atomic_write
+from mmfree_ref.cli.common import add_command
 from mmfree_ref.config import PRESETS as MODEL_SIZES, HGRNBitConfig, preset
 
 from .calibrate import all_rows

@@ -2,8 +2,8 @@
 import json
 from pathlib import Path
 
-from mmfree_ref.atomic import atomic_write
-from mmfree_ref.cmd_common import add_command
+from mmfree_ref.formats.atomic import atomic_write
+from mmfree_ref.cli.common import add_command
 from mmfree_ref.config import preset
 
 from .cmd_fpga import load_model

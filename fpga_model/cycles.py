@@ -5,7 +5,7 @@ off-chip memory and within the chip, its operation count, and what bounds it (a 
 operator). Operators run one after another: each needs the previous one's output vector.
 
 TMATMUL (d_out, d_in) on `cores` cores, each taking ceil(d_out / cores) output rows:
-    row bytes      = ceil(d_in * weight_bits / 8)             (2-bit codes: mmfree_ref.packing)
+    row bytes      = ceil(d_in * weight_bits / 8)             (2-bit codes: mmfree_ref.formats.packing)
     port cycles    = ceil(rows * row_bytes / fetch_bytes) * cycles_per_fetch   per core
                      (packed rows lie back to back, so reads stream across row ends)
     adder cycles   = rows * ceil(d_in / tmatmul_lanes)        per core, or ceil(rows / k) when

@@ -4,7 +4,7 @@ What each unit does to the bits (the formats are this model's design choices; th
 is not public):
 
 TMATMUL (integer, exact; reproduces mmfree_ref.bitlinear.ternary_accumulate)
-  weights   2-bit codes from mmfree_ref.packing (00 -> 0, 01 -> +1, 10 -> -1), decoded with two
+  weights   2-bit codes from mmfree_ref.formats.packing (00 -> 0, 01 -> +1, 10 -> -1), decoded with two
             bit tests: t = (code & 1) - (code >> 1); no multiplier.
   lanes     each lane selects q, -q or 0: 9-bit signed (-(-128) = +128 needs the 9th bit).
   tree      `lanes` inputs summed pairwise; level k holds 9 + k bits, so a full tree of width A
@@ -44,7 +44,7 @@ import numpy as np
 from mmfree_ref.bitlinear import BITLINEAR_EPS
 from mmfree_ref.mlgru import G_NORM_EPS
 from mmfree_ref.model import layer_lower_bounds
-from mmfree_ref.packing import pack_ternary
+from mmfree_ref.formats.packing import pack_ternary
 from mmfree_ref.params import is_ternary_weight
 from mmfree_ref.quantize import ACT_FLOOR, absmean_ternary, round_half_away_from_zero
 
@@ -57,7 +57,7 @@ F32 = np.float32
 
 class TernaryROM(NamedTuple):
     """One ternary matrix as the accelerator stores it."""
-    packed: np.ndarray       # (d_out, ceil(d_in / 4)) uint8, mmfree_ref.packing layout
+    packed: np.ndarray       # (d_out, ceil(d_in / 4)) uint8, mmfree_ref.formats.packing layout
     d_in: int
     mean_abs: np.float32     # 1 / scale_w of absmean_ternary: the output rescale factor
 

@@ -30,7 +30,7 @@ vanilla layer may keep more temporaries than listed here.
 import math
 from typing import NamedTuple
 
-from mmfree_ref.packing import packed_cols
+from mmfree_ref.formats.packing import packed_cols
 from mmfree_ref.params import is_ternary_weight, param_shapes
 
 GIB = 2 ** 30

@@ -44,7 +44,7 @@ class FPGAParams:
     vector_lanes: int = 64             # elements per cycle of the row-wise and RMSNorm units
     tmatmul_pipeline: int = 12         # A: adder-tree depth + accumulate + dequant, per operator
     # --- memory ---
-    weight_bits: float = 2.0           # 2-bit codes (mmfree_ref.packing); 1.6 = base-3, 5 per byte
+    weight_bits: float = 2.0           # 2-bit codes (mmfree_ref.formats.packing); 1.6 = base-3, 5 per byte
     fetch_bytes: int = 64              # P: bytes per read per core (512-bit DDR4 interface)
     cycles_per_fetch: float = 1.8407   # F: Table 3 d=1024/2048 (calibrate.fit_cycles_per_fetch)
     weights_on_chip: bool = False      # True: ternary weights live in on-chip SRAM (TerEffic)

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 from matplotlib.patches import Patch  # noqa: E402
 
-from mmfree_ref.atomic import atomic_write  # noqa: E402
+from mmfree_ref.formats.atomic import atomic_write  # noqa: E402
 
 BOUND_COLORS = {"memory": "tab:blue", "compute": "tab:orange"}
 

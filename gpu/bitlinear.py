@@ -16,10 +16,10 @@ from mmfree_ref._checks import float_array, int_array
 from mmfree_ref.bitlinear import BITLINEAR_EPS
 from mmfree_ref.quantize import absmean_ternary
 
-from . import gemm, gemv
-from .common import empty
-from .packing import pack_gemv
-from .quantize import rmsnorm_absmax_int8, words_from_q
+from gpu import gemm, gemv
+from gpu.common import empty
+from gpu.packing import pack_gemv
+from gpu.quantize import rmsnorm_absmax_int8, words_from_q
 
 VERSIONS = ("naive", "packed", "gemm")
 

@@ -1,15 +1,15 @@
-"""Bit-plane matrix products on the GPU: reproduces mmfree_ref/bitplanes.py `matmul_planes`.
+"""Bit-plane matrix products on the GPU: reproduces mmfree_ref/bitplane/planes.py `matmul_planes`.
 
     out[m, n] = sum_k a[m, k] * w[n, k]      a: abits-bit activations, w: wbits-bit weights,
 
-exact in int32, for every format of mmfree_ref.intformats (unsigned, signed, bipolar, ternary),
+exact in int32, for every format of mmfree_ref.bitplane.intformats (unsigned, signed, bipolar, ternary),
 computed from their packed 1-bit planes by AND (or XOR) + popcount and the plane weights
 (APT-LLM, arXiv 2409.17870). For each 32-bit word k of a row pair the kernels add
     sum_ij alpha_i beta_j popc(a_i & w_j)  [+ c_w sum_i alpha_i popc(a_i) + c_a sum_j beta_j popc(w_j)]
 and K c_a c_w once; bipolar x bipolar uses the XOR form -2 sum_ij 2^(i+j) popc(a_i ^ w_j) plus
 K (2^abits - 1)(2^wbits - 1) once. A pad bit is 0 in every plane and adds nothing to either form.
 
-Data layout (planes as mmfree_ref.bitplanes.pack_planes: plane i = code bit i; value k of a row
+Data layout (planes as mmfree_ref.bitplane.planes.pack_planes: plane i = code bit i; value k of a row
 in word k // 32 at bit k % 32, LSB first; pad bits 0), converted by `layout(planes, version)`:
 - v1, v2, v3 read k-major planes, a (abits, KW, M) and w (wbits, KW, N) uint32, so that threads
   on consecutive outputs read consecutive words (coalesced);
@@ -46,8 +46,8 @@ import numpy as np
 from numba import cuda, int32, uint32
 
 from gpu.common import SIMULATOR, poisoned, to_host
-from mmfree_ref.bitplanes import pack_planes
-from mmfree_ref.intformats import check_format, plane_weights, value_range
+from mmfree_ref.bitplane.planes import pack_planes
+from mmfree_ref.bitplane.intformats import check_format, plane_weights, value_range
 
 VERSIONS = ("v1", "v2", "v3", "bmma")
 INT8_VERSIONS = ("int8_v2", "int8_v3", "int8_v2_dp4a", "int8_v3_dp4a")
@@ -395,7 +395,7 @@ def layout(planes, version):
         bits, rows, KW = planes.shape
         KW8 = -(-KW // BMMA_KWORDS) * BMMA_KWORDS
         padded = np.zeros((bits, rows, KW8), np.uint32)
-        padded[..., :KW] = planes                  # zero words: neutral (mmfree_ref.bitplanes)
+        padded[..., :KW] = planes                  # zero words: neutral (mmfree_ref.bitplane.planes)
         return padded
     return np.ascontiguousarray(planes.transpose(0, 2, 1))      # (bits, KW, rows)
 
@@ -437,7 +437,7 @@ def check_int32_range(a_fmt, abits, w_fmt, wbits, K):
 def bitplane_matmul(a, a_fmt, abits, w, w_fmt, wbits, version="v2"):
     """a: (M, K), w: (N, K) integer values in their formats -> (M, N) int32 = a @ w.T on the GPU.
 
-    Packs with mmfree_ref.bitplanes.pack_planes, converts to the version's layout, launches into
+    Packs with mmfree_ref.bitplane.planes.pack_planes, converts to the version's layout, launches into
     a poisoned output, returns it on the host.
     """
     if version not in VERSIONS:

@@ -16,10 +16,10 @@ compute bound as M grows.
 import numpy as np
 from numba import cuda
 
-from .common import SIMULATOR
-from .gemv import LUT, ZERO
-from .intrinsics import dp4a, prmt
-from .quantize import _word_position
+from gpu.common import SIMULATOR
+from gpu.gemv import LUT, ZERO
+from gpu.intrinsics import dp4a, prmt
+from gpu.quantize import _word_position
 
 T = 4 if SIMULATOR else 16     # threads per block side
 TILE = 2 * T                   # output rows (and columns) per block

@@ -20,7 +20,7 @@ Versions (the benchmark prints them side by side; the tests check both):
                   activation words being one 16-byte load:
                       acc = dp4a(prmt(LUT, 0, sel_s), A[h, K, s], acc),  s = 0..3
                   4 logic ops + 4 prmt per 16 weights, shared by all tokens, + 4 dp4a per token.
-                  History (gpu/results, docs/benchmarks.md): v0 byte masks and two dp4a per 4
+                  History (gpu/bench/results, docs/benchmarks.md): v0 byte masks and two dp4a per 4
                   weights; v1/v2 8-byte words and 4-byte activation loads, whose 64-bit address
                   arithmetic made ~175 SASS instructions per 8 weight bytes (instruction-bound,
                   <= 45% of the copy bandwidth); v5 16-byte loads, ~41 per 8 bytes.
@@ -32,8 +32,8 @@ Lane reduction: warp shuffles on the GPU, shared memory under the simulator.
 import numpy as np
 from numba import cuda
 
-from .common import SIMULATOR
-from .intrinsics import dp4a, ld4, ldg4, prmt
+from gpu.common import SIMULATOR
+from gpu.intrinsics import dp4a, ld4, ldg4, prmt
 
 STORE, ADD, ACC = 0, 1, 2
 TPB = 32 if SIMULATOR else 256      # threads per block
@@ -238,7 +238,7 @@ _PACKED = {}
 
 
 def lanes_per_row(n_words):
-    """Lanes sharing a row, measured best on the H100 (gpu/results): 16 lanes once a row has
+    """Lanes sharing a row, measured best on the H100 (gpu/bench/results): 16 lanes once a row has
     >= 96 words (each lane then streams >= 6 words), fewer for short rows."""
     lpr = 16 if n_words >= 96 else (8 if n_words >= 24 else 4)
     return min(lpr, TPB)

@@ -8,8 +8,8 @@ from numba import cuda
 
 from mmfree_ref._checks import float_array
 
-from .activations import silu
-from .common import empty
+from gpu.activations import silu
+from gpu.common import empty
 
 TPB = 128
 

@@ -9,7 +9,7 @@ run as Python, so the same name is bound to a Python function with the same arit
 """
 import numpy as np
 
-from .common import SIMULATOR
+from gpu.common import SIMULATOR
 
 
 def _lane(x, i):

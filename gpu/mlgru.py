@@ -19,9 +19,9 @@ from numba import cuda
 from mmfree_ref._checks import float_array
 from mmfree_ref.mlgru import G_NORM_EPS
 
-from .activations import sigmoid, silu, silu_grad
-from .common import empty
-from .quantize import ROW_RSTD, TPB as NORM_TPB
+from gpu.activations import sigmoid, silu, silu_grad
+from gpu.common import empty
+from gpu.quantize import ROW_RSTD, TPB as NORM_TPB
 
 TPB = 128
 

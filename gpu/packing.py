@@ -1,6 +1,6 @@
-"""Packed ternary weights on the device: reproduces mmfree_ref.packing.pack_ternary / unpack_ternary.
+"""Packed ternary weights on the device: reproduces mmfree_ref.formats.packing.pack_ternary / unpack_ternary.
 
-Layout (the bit order of mmfree_ref/packing.py): code 00 -> 0, 01 -> +1, 10 -> -1, 11 invalid;
+Layout (the bit order of mmfree_ref/formats/packing.py): code 00 -> 0, 01 -> +1, 10 -> -1, 11 invalid;
 weight j of a row sits in byte j // 4 at bits 2*(j % 4) (first weight in the lowest bits).
 Packing runs along the last axis (d_in, the reduction axis); pad weights are code 00.
 
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 from numba import cuda
 
-from mmfree_ref.packing import INVALID_CODE, packed_cols
+from mmfree_ref.formats.packing import INVALID_CODE, packed_cols
 
-from .common import empty, is_device_array
+from gpu.common import empty, is_device_array
 
 TPB = 256  # threads per block of the element-wise kernels
 

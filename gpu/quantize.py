@@ -37,7 +37,7 @@ from numba import cuda
 from mmfree_ref._checks import float_array
 from mmfree_ref.quantize import ACT_FLOOR
 
-from .common import SIMULATOR, empty, is_device_array
+from gpu.common import SIMULATOR, empty, is_device_array
 
 TPB = 32 if SIMULATOR else 256   # threads per block; the simulator pays per thread
 

@@ -16,7 +16,7 @@ from numba import cuda
 
 from mmfree_ref._checks import float_array
 
-from .common import empty
+from gpu.common import empty
 
 TPB = 128
 

@@ -17,9 +17,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import float_array, int_array
-from .quantize import absmax_int8, absmean_ternary, activation_quant, weight_quant
-from .rmsnorm import RMSNormCache, rmsnorm, rmsnorm_backward, rmsnorm_forward
+from mmfree_ref._checks import float_array, int_array
+from mmfree_ref.quantize import absmax_int8, absmean_ternary, activation_quant, weight_quant
+from mmfree_ref.rmsnorm import RMSNormCache, rmsnorm, rmsnorm_backward, rmsnorm_forward
 
 BITLINEAR_EPS = 1e-6
 

@@ -6,8 +6,8 @@ in, so decoding and the full-sequence forward are one code path.
 """
 import numpy as np
 
-from ._checks import float_array
-from .model import forward_with_cache
+from mmfree_ref._checks import float_array
+from mmfree_ref.model import forward_with_cache
 
 
 def init_state(config, batch, dtype=np.float64):

@@ -10,9 +10,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import require_keys
-from .activations import silu, silu_grad
-from .bitlinear import BitLinearCache, bitlinear_backward, bitlinear_forward
+from mmfree_ref._checks import require_keys
+from mmfree_ref.activations import silu, silu_grad
+from mmfree_ref.bitlinear import BitLinearCache, bitlinear_backward, bitlinear_forward
 
 GLU_KEYS = ("gate_proj.weight", "gate_proj.norm.weight", "down_proj.weight",
             "down_proj.norm.weight")

@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import float_array, int_array
+from mmfree_ref._checks import float_array, int_array
 
 IGNORE_INDEX = -100
 

@@ -22,11 +22,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import float_array, require_keys
-from .activations import sigmoid, silu, silu_grad
-from .bitlinear import BitLinearCache, bitlinear_backward, bitlinear_forward
-from .rmsnorm import RMSNormCache, rmsnorm_backward, rmsnorm_forward
-from .scan import mlgru_scan, mlgru_scan_backward
+from mmfree_ref._checks import float_array, require_keys
+from mmfree_ref.activations import sigmoid, silu, silu_grad
+from mmfree_ref.bitlinear import BitLinearCache, bitlinear_backward, bitlinear_forward
+from mmfree_ref.rmsnorm import RMSNormCache, rmsnorm_backward, rmsnorm_forward
+from mmfree_ref.scan import mlgru_scan, mlgru_scan_backward
 
 G_NORM_EPS = 1e-6
 MLGRU_KEYS = tuple(f"{proj}_proj.{w}" for proj in "ifgo" for w in ("weight", "norm.weight")) + (

@@ -15,13 +15,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import int_array, require_keys
-from .bitlinear import BitLinearCache, bitlinear_backward, bitlinear_forward
-from .glu import GLUCache, glu_backward, glu_forward
-from .loss import cross_entropy_backward, cross_entropy_forward
-from .mlgru import MLGRUCache, mlgru_backward, mlgru_forward
-from .params import layer_params, param_shapes
-from .rmsnorm import RMSNormCache, rmsnorm_backward, rmsnorm_forward
+from mmfree_ref._checks import int_array, require_keys
+from mmfree_ref.bitlinear import BitLinearCache, bitlinear_backward, bitlinear_forward
+from mmfree_ref.glu import GLUCache, glu_backward, glu_forward
+from mmfree_ref.loss import cross_entropy_backward, cross_entropy_forward
+from mmfree_ref.mlgru import MLGRUCache, mlgru_backward, mlgru_forward
+from mmfree_ref.params import layer_params, param_shapes
+from mmfree_ref.rmsnorm import RMSNormCache, rmsnorm_backward, rmsnorm_forward
 
 
 def softmax(x, axis):

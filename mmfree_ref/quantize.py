@@ -13,7 +13,7 @@ the backward treats both quantizers as the identity (see bitlinear.py).
 """
 import numpy as np
 
-from ._checks import float_array
+from mmfree_ref._checks import float_array
 
 ACT_FLOOR = 1e-5     # reference: x.abs().max(-1).clamp_(min=1e-5)
 WEIGHT_FLOOR = 1e-5  # reference: w.abs().mean().clamp_(min=1e-5)

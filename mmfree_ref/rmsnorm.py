@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import float_array
+from mmfree_ref._checks import float_array
 
 
 class RMSNormCache(NamedTuple):

@@ -14,7 +14,7 @@ Shapes: f, c, h are (B, T, D); h0 is (B, D) (zeros when None). Three forms:
 """
 import numpy as np
 
-from ._checks import float_array
+from mmfree_ref._checks import float_array
 
 
 def _check(f, c, h0):

@@ -18,7 +18,7 @@ import numpy as np
 
 from mmfree_ref.bitlinear import BITLINEAR_EPS, bitlinear, bitlinear_int, ternary_accumulate
 from mmfree_ref.config import preset
-from mmfree_ref.packing import pack_ternary, unpack_ternary
+from mmfree_ref.formats.packing import pack_ternary, unpack_ternary
 from mmfree_ref.quantize import absmax_int8, absmean_ternary
 from mmfree_ref.rmsnorm import rmsnorm
 
@@ -113,7 +113,7 @@ plt.show()
 # %% [markdown]
 # ## Two bits per weight
 #
-# A ternary weight fits in 2 bits, four to a byte (`mmfree_ref.packing`: code 00 for 0, 01 for
+# A ternary weight fits in 2 bits, four to a byte (`mmfree_ref.formats.packing`: code 00 for 0, 01 for
 # +1, 10 for -1, the first weight in the lowest bits). Against 16-bit floats that is 8x less
 # memory to read per token, which is what decoding on a GPU is limited by (tutorial 6).
 

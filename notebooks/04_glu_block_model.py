@@ -18,7 +18,7 @@ import numpy as np
 
 from mmfree_ref.activations import silu
 from mmfree_ref.bitlinear import bitlinear
-from mmfree_ref.checkpoint import load_checkpoint
+from mmfree_ref.formats.checkpoint import load_checkpoint
 from mmfree_ref.decode import decode_logits
 from mmfree_ref.glu import glu, glu_forward
 from mmfree_ref.mlgru import mlgru

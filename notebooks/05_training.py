@@ -9,20 +9,20 @@
 # both learn.
 #
 # Everything used here is the package's: the model and its hand-written backward
-# (`mmfree_ref.model.loss_and_grads`), AdamW with the paper's schedule (`mmfree_ref.train`), the
+# (`mmfree_ref.model.loss_and_grads`), AdamW with the paper's schedule (`mmfree_ref.training.train`), the
 # byte tokenizer and the corpus (Python's own docstrings, no download), and generation with the
-# recurrent state (`mmfree_ref.generate`).
+# recurrent state (`mmfree_ref.generation.generate`).
 
 # %%
 import matplotlib.pyplot as plt
 import numpy as np
 
-from mmfree_ref import corpus, tokenizer
+from mmfree_ref.training import corpus, tokenizer
 from mmfree_ref.config import HGRNBitConfig
-from mmfree_ref.generate import OracleDecoder, generate
+from mmfree_ref.generation.generate import OracleDecoder, generate
 from mmfree_ref.model import loss, loss_and_grads
 from mmfree_ref.params import init_params
-from mmfree_ref.train import TrainSettings, train
+from mmfree_ref.training.train import TrainSettings, train
 
 # %% [markdown]
 # ## Data and model

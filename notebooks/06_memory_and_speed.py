@@ -9,10 +9,10 @@
 #
 # $$t_\text{token} \approx \frac{\text{bytes of weights}}{\text{memory bandwidth}} .$$
 #
-# Ternary weights packed 2 bits each (four per byte, `mmfree_ref.packing`) are 8x fewer bytes
+# Ternary weights packed 2 bits each (four per byte, `mmfree_ref.formats.packing`) are 8x fewer bytes
 # than fp16: the same memory delivers the token up to 8x sooner, whatever the arithmetic costs.
 # This notebook counts the bytes, draws the roofline, and compares with the GPU benchmark
-# (`gpu/bench.py`): its recorded results shipped in `docs/` when this machine has no GPU, live
+# (`gpu/bench/run.py`): its recorded results shipped in `docs/` when this machine has no GPU, live
 # numbers when it has one.
 
 # %%
@@ -74,7 +74,7 @@ plt.show()
 # ternary GEMV does 4 additions per byte. Both sit far left of any GPU's ridge, on the
 # bandwidth diagonal: faster decoding comes from fewer bytes, not from cheaper arithmetic.
 #
-# Measured numbers come from `gpu/bench.py`. On a machine with a CUDA GPU this cell measures a
+# Measured numbers come from `gpu/bench/run.py`. On a machine with a CUDA GPU this cell measures a
 # few GEMVs live (validated against the oracle before they are timed); otherwise it reads the
 # benchmark's recorded `bench.json` shipped under `docs/`, with the device and the date it was
 # recorded on.

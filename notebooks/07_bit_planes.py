@@ -13,7 +13,7 @@
 #   \quad S_j = \operatorname{popcount}(w_j).$$
 #
 # The cost grows with (weight bits) x (activation bits): the wbits x abits picture. The code is
-# `mmfree_ref.intformats` (the formats) and `mmfree_ref.bitplanes` (the products).
+# `mmfree_ref.bitplane.intformats` (the formats) and `mmfree_ref.bitplane.planes` (the products).
 
 # %%
 import json
@@ -23,9 +23,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from mmfree_ref.bitlinear import bitlinear_int, ternary_accumulate
-from mmfree_ref.bitplanes import (bitlinear_planes, matmul_by_planes, pack_planes, popcounts,
+from mmfree_ref.bitplane.planes import (bitlinear_planes, matmul_by_planes, pack_planes, popcounts,
                                   ternary_accumulate_planes)
-from mmfree_ref.intformats import (FORMATS, plane_weights, signed_to_bipolar,
+from mmfree_ref.bitplane.intformats import (FORMATS, plane_weights, signed_to_bipolar,
                                    ternary_to_bipolar_pair, value_set)
 
 rng = np.random.default_rng(0)
@@ -129,7 +129,7 @@ print("ternary_accumulate_planes == ternary_accumulate; bitlinear_planes == bitl
 # W8A8's 64, and 1-bit weights with 8-bit activations half of that again. Whether a GPU turns
 # that into time depends on whether the product is memory-bound (decoding: fewer weight bits
 # means fewer bytes to read) or compute-bound (prefill). Where the GPU benchmark's recorded heat
-# map is shipped in `docs/` (`bitplane_heatmap.json`, written by `gpu/bench_bitplane.py` on a
+# map is shipped in `docs/` (`bitplane_heatmap.json`, written by `gpu/bench/bitplane.py` on a
 # real GPU, with its device and date), it is drawn beside the count; the documentation site's
 # Benchmarks page has the full tables.
 

@@ -26,7 +26,7 @@ from fpga_model.cycles import token_account
 from fpga_model.datapath import greedy_tokens, load_program
 from fpga_model.params import D5005_MEASURED, D5005_PROJECTED
 from fpga_model.sweep import sweep
-from mmfree_ref.checkpoint import load_checkpoint
+from mmfree_ref.formats.checkpoint import load_checkpoint
 from mmfree_ref.config import preset
 from mmfree_ref.decode import decode_step, init_state
 

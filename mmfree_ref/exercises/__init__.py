@@ -11,10 +11,10 @@ The student versions of the notebooks are generated from the lecturer's solution
 `python -m mmfree_ref.exercises.make_student` (see make_student.py).
 """
 from . import _grading  # noqa: F401  (first: it says clearly when hypothesis is missing)
-from .bitlinear import check_bitlinear_backward, check_ternary_accumulate
-from .mlgru import check_mlgru_scan_parallel, check_mlgru_step
-from .packing import check_pack_ternary
-from .quantizers import check_absmax_int8, check_absmean_ternary
+from mmfree_ref.exercises.bitlinear import check_bitlinear_backward, check_ternary_accumulate
+from mmfree_ref.exercises.mlgru import check_mlgru_scan_parallel, check_mlgru_step
+from mmfree_ref.exercises.packing import check_pack_ternary
+from mmfree_ref.exercises.quantizers import check_absmax_int8, check_absmean_ternary
 
 __all__ = ["check_absmax_int8", "check_absmean_ternary", "check_bitlinear_backward",
            "check_mlgru_scan_parallel", "check_mlgru_step", "check_pack_ternary",

@@ -19,7 +19,7 @@ import numpy as np
 
 if importlib.util.find_spec("hypothesis") is None:
     raise ImportError("the exercise graders draw their cases with hypothesis, which is not "
-                      "installed: python -m pip install hypothesis (or the package's test extra)")
+                      "installed: python -m pip install -e \".[notebooks]\" (or hypothesis alone)")
 from hypothesis import HealthCheck, Phase, find, settings  # noqa: E402
 from hypothesis.errors import NoSuchExample  # noqa: E402
 

@@ -7,9 +7,9 @@ check_bitlinear_backward(fn): fn(dy, x, weight, norm_weight) -> (dx, dweight, dn
 import numpy as np
 from hypothesis import strategies as st
 
-from ..bitlinear import bitlinear_backward, bitlinear_forward, ternary_accumulate
-from ..rmsnorm import rmsnorm_backward
-from ._grading import (MAX_EXAMPLES, TERNARY_KINDS, Case, as_pair, compare_close, compare_exact,
+from mmfree_ref.bitlinear import bitlinear_backward, bitlinear_forward, ternary_accumulate
+from mmfree_ref.rmsnorm import rmsnorm_backward
+from mmfree_ref.exercises._grading import (MAX_EXAMPLES, TERNARY_KINDS, Case, as_pair, compare_close, compare_exact,
                        run_grader)
 
 # ----------------------------------------------------------------------------- select-and-add

@@ -11,7 +11,7 @@ those files each piece of the answer sits between two marker lines:
 The student version notebooks/exercises/NN_name.py is the same file with every such block
 replaced by one line, `raise NotImplementedError("Exercise: ...")`, at the indentation of the
 BEGIN marker. Everything else (the text, the stub's signature and docstring, the grader call) is
-shared, so the two versions cannot drift; tests/mmfree_ref/test_exercises.py checks that the
+shared, so the two versions cannot drift; tests/mmfree_ref/exercises/test_graders.py checks that the
 committed student files equal what this script makes.
 
     python -m mmfree_ref.exercises.make_student            # write the student versions

@@ -7,12 +7,12 @@ check_mlgru_scan_parallel(fn): fn(f, c, h0) -> h, the recurrence h_t = f_t h_{t-
 import numpy as np
 from hypothesis import strategies as st
 
-from ..activations import sigmoid, silu
-from ..bitlinear import bitlinear
-from ..mlgru import G_NORM_EPS, MLGRU_KEYS, mlgru_step
-from ..rmsnorm import rmsnorm
-from ..scan import mlgru_scan
-from ._grading import MAX_EXAMPLES, Case, as_pair, compare_close, run_grader
+from mmfree_ref.activations import sigmoid, silu
+from mmfree_ref.bitlinear import bitlinear
+from mmfree_ref.mlgru import G_NORM_EPS, MLGRU_KEYS, mlgru_step
+from mmfree_ref.rmsnorm import rmsnorm
+from mmfree_ref.scan import mlgru_scan
+from mmfree_ref.exercises._grading import MAX_EXAMPLES, Case, as_pair, compare_close, run_grader
 
 # ----------------------------------------------------------------------------- one step
 

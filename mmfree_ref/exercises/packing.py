@@ -1,4 +1,4 @@
-"""Grader for 2-bit packing of ternary weights (oracle: mmfree_ref/packing.py).
+"""Grader for 2-bit packing of ternary weights (oracle: mmfree_ref/formats/packing.py).
 
 check_pack_ternary(fn): fn(t) -> packed, t (..., d_in) int8 in {-1, 0, 1} -> (..., ceil(d_in/4))
 uint8; code 0b00 -> 0, 0b01 -> +1, 0b10 -> -1; weight j in byte j // 4 at bits 2 (j % 4).
@@ -6,8 +6,8 @@ uint8; code 0b00 -> 0, 0b01 -> +1, 0b10 -> -1; weight j in byte j // 4 at bits 2
 import numpy as np
 from hypothesis import strategies as st
 
-from ..packing import pack_ternary, packed_cols
-from ._grading import MAX_EXAMPLES, TERNARY_KINDS, Case, compare_exact, run_grader
+from mmfree_ref.formats.packing import pack_ternary, packed_cols
+from mmfree_ref.exercises._grading import MAX_EXAMPLES, TERNARY_KINDS, Case, compare_exact, run_grader
 
 
 @st.composite
@@ -68,6 +68,6 @@ PACK_FIXED = [
 
 def check_pack_ternary(fn, max_examples=MAX_EXAMPLES, verbose=True):
     """Grade fn(t) -> packed: t (..., d_in) int8 in {-1, 0, 1} -> (..., ceil(d_in / 4)) uint8,
-    against mmfree_ref.packing.pack_ternary."""
+    against mmfree_ref.formats.packing.pack_ternary."""
     return run_grader("check_pack_ternary", fn, _compare_pack, PACK_FIXED, pack_cases(),
                       max_examples, verbose)

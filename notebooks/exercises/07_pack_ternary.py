@@ -4,7 +4,7 @@
 # A ternary weight needs 2 bits, so a byte holds 4 weights, and a model's weights take 8x less
 # memory than in 16-bit floats: the reason MatMul-free decoding, which is limited by how fast
 # weights stream from memory, gets faster. The layout this package shares with its GPU kernels
-# and its FPGA model (`mmfree_ref/packing.py`):
+# and its FPGA model (`mmfree_ref/formats/packing.py`):
 #
 # * codes: `0b00` -> 0, `0b01` -> +1, `0b10` -> -1 (`0b11` unused);
 # * packing runs along the last axis (`d_in`): weight $j$ of a row goes to byte $j // 4$, at

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from mmfree_ref.config import HGRNBitConfig, preset
-from mmfree_ref.packing import pack_ternary, packed_cols
+from mmfree_ref.formats.packing import pack_ternary, packed_cols
 from mmfree_ref.params import is_ternary_weight, param_shapes
 from fpga_model.cycles import adder_steps, row_bytes, token_account
 from fpga_model.params import D5005_MEASURED, D5005_PROJECTED, PRESETS, FPGAParams

@@ -6,8 +6,8 @@ from hypothesis.extra import numpy as hnp
 
 from mmfree_ref import decode
 from mmfree_ref.bitlinear import bitlinear_int, ternary_accumulate
-from mmfree_ref.checkpoint import load_checkpoint
-from mmfree_ref.packing import pack_ternary, unpack_ternary
+from mmfree_ref.formats.checkpoint import load_checkpoint
+from mmfree_ref.formats.packing import pack_ternary, unpack_ternary
 from mmfree_ref.quantize import absmax_int8, absmean_ternary
 from mmfree_ref.rmsnorm import rmsnorm
 from fpga_model.datapath import (ACC_BITS, TernaryROM, adder_tree, bitlinear_step, block_fixed,

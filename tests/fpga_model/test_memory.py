@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from mmfree_ref.config import HGRNBitConfig, preset
-from mmfree_ref.packing import pack_ternary
+from mmfree_ref.formats.packing import pack_ternary
 from mmfree_ref.params import init_params, is_ternary_weight
 from fpga_model.memory import (GIB, inference_rows, tokens_for_vanilla_total, total,
                                training_rows, transformer_param_count)

@@ -1,4 +1,4 @@
-"""Tests of gpu/bitplane.py against the oracle (mmfree_ref/bitplanes.py), exact equality.
+"""Tests of gpu/bitplane.py against the oracle (mmfree_ref/bitplane/planes.py), exact equality.
 
 The same file runs under the CUDA simulator (CI: tiny shapes, few examples, GPU-only versions
 skipped) and on a real GPU (MMFREE_GPU=1: bigger shapes, every version). Outputs are poisoned
@@ -12,8 +12,8 @@ from numba import cuda
 from gpu import bitplane as bp
 from gpu.common import SIMULATOR, poisoned
 from mmfree_ref.bitlinear import ternary_accumulate
-from mmfree_ref.bitplanes import matmul_planes, pack_planes
-from mmfree_ref.intformats import FORMATS, plane_weights, value_set
+from mmfree_ref.bitplane.planes import matmul_planes, pack_planes
+from mmfree_ref.bitplane.intformats import FORMATS, plane_weights, value_set
 from mmfree_ref.quantize import absmax_int8, absmean_ternary
 
 gpu_only = pytest.mark.skipif(SIMULATOR, reason="needs a real GPU (tensor cores / linked CUDA C++)")
@@ -203,8 +203,8 @@ def test_bmma_fragment_layout_is_the_documented_one(op):
 
 @pytest.mark.parametrize("fmt,bits", [("signed", 3), ("bipolar", 2), ("ternary", 2), ("unsigned", 8)])
 def test_bench_reference_decodes_planes_like_the_oracle(fmt, bits):
-    from gpu.bench_bitplane import plane_values, random_planes
-    from mmfree_ref.bitplanes import unpack_planes
+    from gpu.bench.bitplane import plane_values, random_planes
+    from mmfree_ref.bitplane.planes import unpack_planes
 
     planes = random_planes(np.random.default_rng(9), fmt, bits, 3, 70)
     assert np.array_equal(plane_values(planes, fmt, 70), unpack_planes(planes, fmt, bits, 70))

@@ -1,10 +1,10 @@
-"""gpu/packing.py against mmfree_ref.packing: byte-exact packing, exact round trip, bad input."""
+"""gpu/packing.py against mmfree_ref.formats.packing: byte-exact packing, exact round trip, bad input."""
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 from hypothesis.extra.numpy import arrays
 
-from mmfree_ref.packing import pack_ternary as ref_pack
+from mmfree_ref.formats.packing import pack_ternary as ref_pack
 from gpu.packing import (count_invalid, pack_gemv, pack_ternary, packed_gemv_from_export,
                          unpack_ternary, words_per_row)
 from tests.gpu.helpers import dim, examples

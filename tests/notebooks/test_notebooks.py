@@ -4,7 +4,7 @@ The notebooks are jupytext percent-format .py files (reviewable diffs, no stored
 is converted to a notebook in memory and executed with nbclient in its own directory, as a
 student's Jupyter would. Tutorials must draw at least one picture. Exercise solutions must pass
 their grader. The student versions are not run (their stubs raise NotImplementedError by
-design); tests/mmfree_ref/test_exercises.py checks they are the generated ones.
+design); tests/mmfree_ref/exercises/test_graders.py checks they are the generated ones.
 """
 import time
 from pathlib import Path

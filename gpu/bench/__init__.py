@@ -1,0 +1,1 @@
+"""Benchmarks, baselines and probes of the GPU kernels; results/ holds the raw runs (README.md indexes them)."""

@@ -1,0 +1,1 @@
+"""The `mmfree` command (main.py) and its subcommands, one module each; demo.py is the main job."""

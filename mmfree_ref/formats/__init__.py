@@ -1,0 +1,1 @@
+"""File formats: safetensors, reference-layout checkpoints, the packed 2-bit format, atomic writes."""

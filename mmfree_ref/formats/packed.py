@@ -1,0 +1,196 @@
+"""The packed ternary export: every BitLinear weight as 2-bit codes plus one scale.
+
+A BitLinear weight W (d_out, d_in) only ever enters the model as W_hat = T / scale, with
+T = absmean_ternary codes in {-1, 0, +1} and scale = 1 / max(mean|W|, 1e-5) (quantize.py). So
+T and scale are all that inference needs, and T fits in 2 bits: 1/16 of W in float32.
+
+File: one safetensors file (safetensors_io.py), metadata
+    "format": "mmfree-ternary-v1"
+    "config": config.json's content (JSON text), so the file alone rebuilds the model
+and, for each parameter name N of params.param_shapes(config), in that order:
+  - N a BitLinear weight (params.is_ternary_weight), shape (d_out, d_in):
+      N.packed  U8 (d_out, ceil(d_in / 4))   T packed by packing.pack_ternary, whose layout is:
+                codes 0b00 -> 0, 0b01 -> +1, 0b10 -> -1 (0b11 unused); weight j of a row in byte
+                j // 4 at bits 2*(j % 4) (the first weight in the lowest bits), i.e. read as a
+                little-endian uint32, word j // 16 at bits 2*(j % 16); pad weights are 0b00
+      N.scale   0-d, in W's own float dtype (F64 for float64 W): absmean_ternary's scale, kept
+                at the precision weight_quant divides by, so T / scale is weight_quant(W) exactly
+      N.d_in    0-d I64, the unpadded row length
+  - any other N (embeddings, norm weights, lower_bounds): the tensor itself, in float32 by
+    default (`float_dtype`). These are not quantized by the model, so they keep real precision:
+    float32 is the precision the reference trains and ships in, is exact for any checkpoint
+    stored in float32/bfloat16/float16, and costs 4 bytes x (vocab + small) x hidden; bfloat16
+    halves that at the cost of changing the model's outputs, float64 keeps a float64 model exact.
+
+Sizes (from shapes; packed_sizes): the 1.3B model's BitLinear weights take 1/16 of their float32
+size plus a few bytes of scale per matrix.
+"""
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from mmfree_ref.formats.checkpoint import STORAGE, check_params
+from mmfree_ref.config import HGRNBitConfig
+from mmfree_ref.formats.packing import pack_ternary, packed_cols, unpack_ternary
+from mmfree_ref.params import is_ternary_weight, param_shapes
+from mmfree_ref.quantize import absmean_ternary
+from mmfree_ref.formats.safetensors import FLOAT_CODES, load_safetensors, read_header, save_safetensors
+
+FORMAT = "mmfree-ternary-v1"
+SUFFIXES = (".packed", ".scale", ".d_in")
+
+
+@dataclass(frozen=True)
+class PackedTernary:
+    """One BitLinear weight W (d_out, d_in) as W_hat = T / scale, T stored 2 bits a weight."""
+    packed: np.ndarray      # (d_out, ceil(d_in / 4)) uint8, packing.py layout
+    scale: np.ndarray       # 0-d, W's float dtype: 1 / max(mean|W|, 1e-5)
+    d_in: int
+
+    @classmethod
+    def from_weight(cls, w):
+        """w: (d_out, d_in) float -> its ternary codes, packed, and its absmean scale."""
+        t, scale = absmean_ternary(w)
+        return cls(pack_ternary(t), scale, w.shape[-1])
+
+    def codes(self):
+        """-> T: (d_out, d_in) int8 in {-1, 0, +1}."""
+        return unpack_ternary(self.packed, self.d_in)
+
+    def dequantize(self):
+        """-> W_hat = T / scale: (d_out, d_in) in the scale's dtype, as quantize.weight_quant."""
+        return (self.codes() / self.scale).astype(self.scale.dtype)
+
+
+def save_packed(path, config, params, float_dtype="float32"):
+    """Write the packed export of params (a dict as params.init_params gives) to one file.
+
+    float_dtype: storage of the non-ternary tensors: "float32", "float64", "bfloat16", "float16".
+    """
+    if float_dtype not in STORAGE:
+        raise ValueError(f"float_dtype must be one of {', '.join(STORAGE)}, got {float_dtype!r}")
+    config.check_supported()
+    check_params(config, params)
+    tensors, storage = {}, {}
+    for name in param_shapes(config):
+        if is_ternary_weight(name):
+            w = PackedTernary.from_weight(params[name])
+            tensors[name + ".packed"], tensors[name + ".scale"] = w.packed, w.scale
+            tensors[name + ".d_in"] = np.array(w.d_in, np.int64)
+        else:
+            tensors[name], storage[name] = params[name], STORAGE[float_dtype]
+    metadata = {"format": FORMAT, "config": json.dumps(config.to_dict())}
+    save_safetensors(path, tensors, metadata, float_dtype=storage)
+
+
+def load_packed(path, dtype=np.float64):
+    """path -> (config, tensors): tensors {name: PackedTernary for a BitLinear weight, else an
+    ndarray of `dtype`} in param_shapes order. Use dequantize_params for plain float params.
+
+    Raises ValueError naming the file and tensor for anything that is not a valid export.
+    """
+    infos, metadata, _ = read_header(path)
+    if metadata.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a packed ternary export (metadata format "
+                         f"{metadata.get('format')!r}, expected {FORMAT!r})")
+    try:
+        config = HGRNBitConfig.from_dict(json.loads(metadata["config"]))
+    except (KeyError, json.JSONDecodeError, TypeError) as e:
+        raise ValueError(f"{path}: metadata 'config' is missing or not a config.json "
+                         f"object ({e!r})") from None
+    config.check_supported()
+    _check_names(path, config, infos)
+    raw = load_safetensors(path, dtype=None)
+    tensors = {}
+    for name, shape in param_shapes(config).items():
+        if is_ternary_weight(name):
+            tensors[name] = _packed_weight(path, name, shape, raw)
+        else:
+            tensors[name] = raw[name].astype(dtype)
+            _check_finite(path, name, tensors[name])
+    return config, tensors
+
+
+def dequantize_params(tensors, dtype=np.float64):
+    """{name: PackedTernary | ndarray} -> {name: ndarray of dtype}; W_hat = T / scale.
+
+    W_hat is the matrix the model multiplies by, not a substitute for W in model.forward: that
+    quantizes its weights again, and weight_quant(W_hat) keeps T but divides by
+    scale * mean|T| instead of scale (on ref_small the logits move by 33%). Inference from an
+    export needs a forward that takes the weights as already quantized.
+    """
+    return {name: (x.dequantize() if isinstance(x, PackedTernary) else x).astype(dtype)
+            for name, x in tensors.items()}
+
+
+def _check_names(path, config, infos):
+    """The header must hold exactly the export's tensor names, with the right shapes."""
+    shapes = {}
+    for name, shape in param_shapes(config).items():
+        if is_ternary_weight(name):
+            d_out, d_in = shape
+            shapes.update({name + ".packed": (d_out, packed_cols(d_in)), name + ".scale": (),
+                           name + ".d_in": ()})
+        else:
+            shapes[name] = shape
+    missing = [n for n in shapes if n not in infos]
+    extra = [n for n in infos if n not in shapes]
+    if missing or extra:
+        what = f"missing tensor {missing[0]!r}" if missing else f"unexpected tensor {extra[0]!r}"
+        raise ValueError(f"{path}: {what} (the export of the model its config describes has "
+                         f"{len(shapes)} tensors, this file {len(infos)})")
+    for name, shape in shapes.items():
+        want = ("U8" if name.endswith(".packed") else "I64" if name.endswith(".d_in")
+                else "a float dtype")
+        if infos[name].dtype != want and not (want == "a float dtype" and
+                                              infos[name].dtype in FLOAT_CODES):
+            raise ValueError(f"{path}: tensor {name!r} is stored as {infos[name].dtype}, "
+                             f"expected {want}")
+        if infos[name].shape != shape:
+            raise ValueError(f"{path}: tensor {name!r} has shape {infos[name].shape}, expected "
+                             f"{shape} from the config in the file's metadata")
+
+
+def _packed_weight(path, name, shape, raw):
+    packed, scale, d_in = (raw[name + s] for s in SUFFIXES)
+    if int(d_in) != shape[1]:
+        raise ValueError(f"{path}: tensor {name + '.d_in'!r} is {int(d_in)}, expected {shape[1]}")
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"{path}: tensor {name + '.scale'!r} is {scale}, expected a finite "
+                         f"positive scale")
+    # Check the 2-bit fields here, at the boundary, without unpacking: 0b11 has both bits set.
+    if np.any(packed & (packed >> 1) & 0b01010101):
+        raise ValueError(f"{path}: tensor {name + '.packed'!r} holds the unused code 0b11")
+    used = 2 * (shape[1] % 4)
+    if used and packed.size and np.any(packed[:, -1] >> used):
+        raise ValueError(f"{path}: tensor {name + '.packed'!r} has non-zero pad weights "
+                         f"beyond d_in={shape[1]}")
+    return PackedTernary(packed, scale, shape[1])
+
+
+def _check_finite(path, name, x):
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{path}: tensor {name!r} contains NaN or inf")
+
+
+def packed_sizes(config, float_dtype="float32", weight_dtype="float32"):
+    """Bytes of tensor data, from the shapes alone (no model is allocated):
+
+    ternary_float32: the BitLinear weights in float32; ternary_packed: the same as 2-bit codes
+    plus scale (in weight_dtype) and d_in; other: the other tensors in float_dtype;
+    model_float32: every parameter in float32; export: ternary_packed + other.
+    """
+    scale_bytes = np.dtype(weight_dtype).itemsize + 8                    # scale + d_in
+    other_bytes = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}[float_dtype]
+    sizes = dict(ternary_float32=0, ternary_packed=0, other=0, model_float32=0)
+    for name, shape in param_shapes(config).items():
+        n = int(np.prod(shape))
+        sizes["model_float32"] += 4 * n
+        if is_ternary_weight(name):
+            sizes["ternary_float32"] += 4 * n
+            sizes["ternary_packed"] += shape[0] * packed_cols(shape[1]) + scale_bytes
+        else:
+            sizes["other"] += other_bytes * n
+    sizes["export"] = sizes["ternary_packed"] + sizes["other"]
+    return sizes

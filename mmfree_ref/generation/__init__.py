@@ -1,0 +1,1 @@
+"""Generation: sampling a next token from logits, and streaming generation with the MLGRU state."""

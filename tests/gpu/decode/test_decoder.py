@@ -1,0 +1,127 @@
+"""gpu/decode/decoder.py (GPUDecoder, on gpu/decode/stages.py's stage kernels) against mmfree_ref.decode.
+
+Bound on the logits: the GPU path keeps activations in float32 (the oracle: float64) and
+multiplies exact int8 x ternary integers. Float32 rounding alone gives ~1e-6 of max|logit| after
+a few layers; a .5 tie that float32 rounding pushes the other way flips one q by 1, which moves
+one projection output by at most max|w_hat| / scale_x ~ 1/127 of that activation's range, and is
+rare (~1e-6 per element). We assert |logits - oracle| <= 1e-4 * max|oracle logits| and equal
+greedy tokens; the measured gap is printed by the benchmark (gpu/bench/run.py) and docs/benchmarks.md.
+"""
+import numpy as np
+import pytest
+
+from mmfree_ref.formats.checkpoint import load_checkpoint
+from mmfree_ref.config import HGRNBitConfig
+from mmfree_ref.decode import decode_logits
+from mmfree_ref.generation.generate import OracleDecoder, generate
+from mmfree_ref.params import init_params
+from gpu.gemv import lanes_per_row
+from gpu.decode.decoder import GPUDecoder
+from gpu.packing import words_per_row
+from tests.conftest import REF_SMALL
+from tests.gpu.helpers import SIM
+
+RTOL_LOGITS = 1e-4
+
+
+def tiny_params(seed=0, intermediate_size=32, hidden_size=16):
+    c = HGRNBitConfig(vocab_size=11, hidden_size=hidden_size, num_hidden_layers=2,
+                      intermediate_size=intermediate_size)
+    p = init_params(c, seed)
+    rng = np.random.default_rng(seed)
+    for k in p:   # as the ref_small fixture: non-trivial norms and lower bounds
+        if k.endswith("norm.weight"):
+            p[k] = p[k] * (1 + 0.1 * rng.standard_normal(p[k].shape))
+        if k == "model.lower_bounds":
+            p[k] = rng.standard_normal(p[k].shape)
+    return c, p
+
+
+def gpu_decode_logits(dec, ids):
+    out = [dec.prefill(ids[:, :1])]
+    out += [dec.step(ids[:, t]) for t in range(1, ids.shape[1])]
+    return np.stack(out, axis=1)
+
+
+def assert_decodes_like_oracle(c, p, ids):
+    """GPUDecoder's logits for ids (B, T), token by token, within RTOL_LOGITS of the oracle's,
+    with the same greedy tokens."""
+    ref = decode_logits(p, c, ids)
+    got = gpu_decode_logits(GPUDecoder(p, c), ids)
+    assert np.abs(got - ref).max() <= RTOL_LOGITS * np.abs(ref).max()
+    np.testing.assert_array_equal(got.argmax(-1), ref.argmax(-1))
+
+
+def test_tiny_model_logits_match_oracle():
+    c, p = tiny_params()
+    ids = np.array([[1, 5], [10, 0]])[:1] if SIM else np.array([[1, 5, 2, 7], [10, 0, 0, 3]])
+    assert_decodes_like_oracle(c, p, ids)
+
+
+def test_threads_owning_several_activation_words():
+    """d_in = 200 of the down projection: 64 activation words, more than the 32 threads of the
+    simulator's single block, so a thread quantizes several words of each of the two
+    sequences (gpu/decode/stages.py phase B); on the GPU the grid has more threads than words."""
+    c, p = tiny_params(seed=3, intermediate_size=200)
+    ids = np.array([[4, 9], [1, 7]])
+    assert_decodes_like_oracle(c, p, ids)
+
+
+def test_statistics_folded_over_several_blocks():
+    """hidden 48: the embedding kernel runs on two blocks (one per 32 elements under the
+    simulator, the second one partial), so the first stage folds two rows of partial sums
+    and maxima (gpu/decode/stages.py); under the simulator the stage grids are single blocks."""
+    c, p = tiny_params(seed=5, hidden_size=48)
+    ids = np.array([[2, 8]])
+    assert_decodes_like_oracle(c, p, ids)
+
+
+@pytest.mark.skipif(SIM, reason="the simulator gives every stage one lane per row")
+def test_wide_rows_on_several_lanes():
+    """The 370M shapes (hidden 1024, intermediate 2816) in 2 layers: rows of 32 and 88 words,
+    so every stage runs on lanes_per_row's 8 lanes (gpu/gemv.py) instead of the tiny models'
+    4: three shuffle steps per lane sum, the gate's row pairs 8 lanes apart, passes of 30
+    rows (10 MLGRU triples)."""
+    c, p = tiny_params(seed=7, intermediate_size=2816, hidden_size=1024)
+    assert {lanes_per_row(words_per_row(d_in)) for d_in in (1024, 2816)} == {8}
+    ids = np.array([[3, 9, 4]])
+    assert_decodes_like_oracle(c, p, ids)
+
+
+@pytest.mark.skipif(SIM, reason="16 steps of a 2-layer model: minutes under the simulator")
+def test_ref_small_fixture_logits_and_greedy_generation():
+    config, params = load_checkpoint(REF_SMALL / "ckpt")
+    ids = np.load(REF_SMALL / "ids.npy")
+    ref = np.load(REF_SMALL / "decode_logits.npy")          # the authors' PyTorch reference
+    oracle = decode_logits(params, config, ids)
+    for use_graph in (True, False):
+        got = gpu_decode_logits(GPUDecoder(params, config, use_graph=use_graph), ids)
+        assert np.abs(got - oracle).max() <= RTOL_LOGITS * np.abs(oracle).max()
+        assert np.abs(got - ref).max() <= RTOL_LOGITS * np.abs(ref).max()
+    for prompt in (ids[0, :4], ids[1, :1]):
+        want = generate(OracleDecoder(params, config), config, prompt, 24,
+                        np.random.default_rng(0), temperature=0, stop_at_eos=False)
+        got = generate(GPUDecoder(params, config), config, prompt, 24,
+                       np.random.default_rng(0), temperature=0, stop_at_eos=False)
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.skipif(SIM, reason="CUDA graphs need a real GPU")
+def test_graph_has_one_node_per_kernel():
+    c, p = tiny_params()
+    dec = GPUDecoder(p, c)
+    dec.prefill(np.array([[1, 2]]))
+    assert dec._graph.n_nodes == dec.kernels_per_step() == 4 * c.num_hidden_layers + 2
+
+
+def test_bad_ids_rejected():
+    c, p = tiny_params()
+    dec = GPUDecoder(p, c)
+    with pytest.raises(ValueError, match="in \\[0, 11\\)"):
+        dec.step(np.array([11]))
+    with pytest.raises(ValueError, match="1-D integer"):
+        dec.step(np.array([[1]]))
+    with pytest.raises(ValueError, match="batch, T"):
+        dec.prefill(np.array([1, 2]))
+    with pytest.raises(ValueError, match="lacks"):
+        GPUDecoder({}, c)

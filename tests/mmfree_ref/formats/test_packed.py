@@ -1,0 +1,188 @@
+"""mmfree_ref/formats/packed.py: the round trip is exact (codes, scales, and weight_quant(W) bit
+for bit), the bytes on disk follow packing.py's documented bit order, the size ratio is 1/16,
+and broken exports are refused with the tensor's name."""
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import safetensors.numpy as st_lib
+from hypothesis import given, strategies as st
+
+from mmfree_ref.formats.checkpoint import load_checkpoint
+from mmfree_ref.config import HGRNBitConfig, preset
+from mmfree_ref.formats.packed import FORMAT, PackedTernary, dequantize_params, load_packed, \
+    packed_sizes, save_packed
+from mmfree_ref.params import init_params, is_ternary_weight, param_shapes
+from mmfree_ref.quantize import absmean_ternary, weight_quant
+from mmfree_ref.formats.safetensors import read_header, save_safetensors
+from tests.conftest import REF_SMALL
+
+
+@st.composite
+def models(draw):
+    """Tiny configs with odd widths (d_in % 4 = 1, 2, 3, 0) and awkward weights: all zero,
+    huge, tiny, and values on a quarter grid, whose products with the scale land on .5 ties."""
+    config = HGRNBitConfig(
+        vocab_size=draw(st.integers(1, 7)), hidden_size=draw(st.integers(1, 9)),
+        num_hidden_layers=draw(st.integers(1, 2)), intermediate_size=draw(st.integers(1, 9)),
+        use_lower_bound=draw(st.booleans()))
+    dtype = draw(st.sampled_from([np.float64, np.float32]))
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    params = {}
+    for name, x in init_params(config, 0).items():
+        kind = draw(st.sampled_from(["normal", "zero", "grid", "huge", "tiny"]))
+        x = {"normal": rng.standard_normal(x.shape), "zero": np.zeros(x.shape),
+             "grid": rng.integers(-3, 4, x.shape) * 0.25,
+             "huge": rng.standard_normal(x.shape) * 1e30,
+             "tiny": rng.standard_normal(x.shape) * 1e-30}[kind]
+        params[name] = x.astype(dtype)
+    return config, params
+
+
+def same(a, b):
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+@given(models(), st.sampled_from(["float32", "float64"]))
+def test_round_trip_is_exact(model, float_dtype):
+    config, params = model
+    with tempfile.TemporaryDirectory() as d:
+        save_packed(Path(d) / "m.safetensors", config, params, float_dtype=float_dtype)
+        config2, tensors = load_packed(Path(d) / "m.safetensors")
+    assert config2 == config and list(tensors) == list(param_shapes(config))
+    dequantized = dequantize_params(tensors, dtype=params["lm_head.weight"].dtype)
+    for name, w in params.items():
+        if is_ternary_weight(name):
+            t, scale = absmean_ternary(w)
+            assert np.array_equal(tensors[name].codes(), t), name
+            assert same(tensors[name].scale, scale), name            # value and dtype
+            assert same(tensors[name].dequantize(), weight_quant(w)), name
+            assert same(dequantized[name], weight_quant(w)), name
+        else:
+            assert same(tensors[name], w.astype(float_dtype).astype(np.float64)), name
+
+
+def test_reference_fixture_round_trip(tmp_path):
+    config, params = load_checkpoint(REF_SMALL / "ckpt")
+    save_packed(tmp_path / "m.st", config, params, float_dtype="bfloat16")
+    _, tensors = load_packed(tmp_path / "m.st")
+    params_hat = dequantize_params(tensors)
+    for name, w in params.items():
+        if is_ternary_weight(name):
+            assert same(params_hat[name], weight_quant(w)), name
+        else:                                 # bfloat16 keeps 8 significant bits: error <= 2^-8
+            assert np.all(np.abs(params_hat[name] - w) <= 2.0 ** -8 * np.abs(w)), name
+
+
+def test_bytes_on_disk_follow_the_documented_bit_order(tmp_path):
+    config = HGRNBitConfig(vocab_size=1, hidden_size=9, num_hidden_layers=1, intermediate_size=1)
+    params = init_params(config, 0)
+    # mean|W| = 2/3, so W * scale = 1.5 * W, rounded and clipped: the codes are W itself.
+    params["lm_head.weight"] = np.array([[1.0, -1, 0, 1, 1, 0, -1, 0, -1]])
+    save_packed(tmp_path / "m.st", config, params)
+    raw = st_lib.load_file(tmp_path / "m.st")
+    # codes 01=+1, 10=-1, 00=0, first weight in the lowest bits; 9 weights -> 3 bytes, pad 00
+    assert raw["lm_head.weight.packed"].tolist() == [[0b01_00_10_01, 0b00_10_00_01, 0b00_00_00_10]]
+    assert same(raw["lm_head.weight.scale"], absmean_ternary(params["lm_head.weight"])[1])
+    assert raw["lm_head.weight.d_in"] == 9
+    assert raw["model.norm.weight"].dtype == np.float32                 # default float storage
+    _, metadata, _ = read_header(tmp_path / "m.st")
+    assert metadata["format"] == FORMAT and json.loads(metadata["config"]) == config.to_dict()
+
+
+def test_sizes_from_shapes_match_the_file(tmp_path):
+    config = HGRNBitConfig(vocab_size=13, hidden_size=10, num_hidden_layers=2,
+                           intermediate_size=7)
+    params = {k: v.astype(np.float32) for k, v in init_params(config, 1).items()}
+    save_packed(tmp_path / "m.st", config, params)
+    _, _, data_start = read_header(tmp_path / "m.st")
+    sizes = packed_sizes(config)
+    assert (tmp_path / "m.st").stat().st_size - data_start == sizes["export"]
+    assert sizes["model_float32"] == 4 * sum(x.size for x in params.values())
+
+
+def test_the_1_3b_weights_pack_to_one_sixteenth():
+    sizes = packed_sizes(preset("1.3B"))
+    ratio = sizes["ternary_packed"] / sizes["ternary_float32"]
+    # d_in (2048 or 5632) is a multiple of 4, so the only overhead is 12 bytes per matrix.
+    assert 1 / 16 < ratio < 1 / 16 * (1 + 1e-5)
+    assert 0.10 < sizes["export"] / sizes["model_float32"] < 0.11        # float32 embeddings
+
+
+# ----------------------------------------------------------------------------- bad exports
+
+def small_export(tmp_path):
+    config = HGRNBitConfig(vocab_size=5, hidden_size=6, num_hidden_layers=1, intermediate_size=3)
+    save_packed(tmp_path / "m.st", config, init_params(config, 0))
+    return tmp_path / "m.st", config
+
+
+def rewrite(path, change, metadata=None):
+    tensors = st_lib.load_file(path)
+    _, old_metadata, _ = read_header(path)
+    change(tensors)
+    save_safetensors(path, tensors, old_metadata if metadata is None else metadata)
+
+
+def set_packed(name, row, value):
+    def change(t):
+        t[name + ".packed"][row, -1] = value
+    return change
+
+
+W = "model.layers.0.attn.o_proj.weight"          # (6, 6): 2 bytes a row, 2 pad weights
+BAD = {
+    "a plain checkpoint": (lambda p: rewrite(p, lambda t: None, {"format": "pt"}),
+                           "not a packed ternary export .*'pt'"),
+    "no config": (lambda p: rewrite(p, lambda t: None, {"format": FORMAT}),
+                  "metadata 'config' is missing"),
+    "missing tensor": (lambda p: rewrite(p, lambda t: t.pop(W + ".scale")),
+                       f"missing tensor '{W}.scale'"),
+    "extra tensor": (lambda p: rewrite(p, lambda t: t.update(bias=np.ones(2))),
+                     "unexpected tensor 'bias'"),
+    "code 0b11": (lambda p: rewrite(p, set_packed(W, 4, 0b00_00_11_00)),
+                  f"'{W}.packed' holds the unused code 0b11"),
+    "pad not zero": (lambda p: rewrite(p, set_packed(W, 1, 0b01_00_00_00)),
+                     f"'{W}.packed' has non-zero pad weights beyond d_in=6"),
+    "scale zero": (lambda p: rewrite(p, lambda t: t.update({W + ".scale": np.array(0.0)})),
+                   f"'{W}.scale' is 0.0, expected a finite positive scale"),
+    "scale nan": (lambda p: rewrite(p, lambda t: t.update({W + ".scale": np.array(np.nan)})),
+                  f"'{W}.scale' is nan"),
+    "d_in": (lambda p: rewrite(p, lambda t: t.update({W + ".d_in": np.array(5)})),
+             f"'{W}.d_in' is 5, expected 6"),
+    "packed dtype": (lambda p: rewrite(p, lambda t: t.update(
+        {W + ".packed": t[W + ".packed"].astype(np.int8)})), f"'{W}.packed' is stored as I8"),
+    "packed shape": (lambda p: rewrite(p, lambda t: t.update(
+        {W + ".packed": np.zeros((6, 1), np.uint8)})),
+        rf"'{W}.packed' has shape \(6, 1\), expected \(6, 2\)"),
+    "nan embedding": (lambda p: rewrite(p, lambda t: t["model.embeddings.weight"].__setitem__(
+        (0, 0), np.nan)), "'model.embeddings.weight' contains NaN"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_export(tmp_path, case):
+    path, _ = small_export(tmp_path)
+    change, match = BAD[case]
+    change(path)
+    with pytest.raises(ValueError, match=r"m\.st: .*" + match):
+        load_packed(path)
+
+
+def test_save_rejects_bad_input(tmp_path):
+    config = HGRNBitConfig(vocab_size=5, hidden_size=6, num_hidden_layers=1, intermediate_size=3)
+    params = init_params(config, 0)
+    with pytest.raises(ValueError, match="float_dtype must be one of"):
+        save_packed(tmp_path / "m.st", config, params, float_dtype="F32")
+    params.pop("lm_head.norm.weight")
+    with pytest.raises(ValueError, match="missing tensor 'lm_head.norm.weight'"):
+        save_packed(tmp_path / "m.st", config, params)
+    assert not (tmp_path / "m.st").exists()
+
+
+def test_packed_ternary_of_an_all_zero_weight():
+    w = PackedTernary.from_weight(np.zeros((3, 5)))
+    assert np.array_equal(w.codes(), np.zeros((3, 5), np.int8))
+    assert w.scale == 1 / 1e-5 and same(w.dequantize(), weight_quant(np.zeros((3, 5))))
