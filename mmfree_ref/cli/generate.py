@@ -1,10 +1,10 @@
 """`mmfree generate`: sample text from a checkpoint, streaming tokens as they are produced."""
 import numpy as np
 
-from mmfree_ref.training import tokenizer
-from mmfree_ref.formats.checkpoint import load_checkpoint
 from mmfree_ref.cli.common import add_command, load_ids
+from mmfree_ref.formats.checkpoint import load_checkpoint
 from mmfree_ref.generation.generate import generate, make_decoder
+from mmfree_ref.training import tokenizer
 
 
 def register(sub):

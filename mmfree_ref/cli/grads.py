@@ -1,9 +1,9 @@
 """`mmfree grads`: causal-LM loss and the gradient of every parameter of a checkpoint."""
 import numpy as np
 
+from mmfree_ref.cli.common import add_command, load_ids
 from mmfree_ref.formats.atomic import atomic_write
 from mmfree_ref.formats.checkpoint import load_checkpoint
-from mmfree_ref.cli.common import add_command, load_ids
 from mmfree_ref.model import loss_and_grads
 
 

@@ -1,10 +1,10 @@
 """`mmfree logits`: float64 logits of a checkpoint on given token ids."""
 import numpy as np
 
-from mmfree_ref.formats.atomic import atomic_write
-from mmfree_ref.formats.checkpoint import load_checkpoint
 from mmfree_ref.cli.common import add_command, load_ids
 from mmfree_ref.decode import decode_logits
+from mmfree_ref.formats.atomic import atomic_write
+from mmfree_ref.formats.checkpoint import load_checkpoint
 from mmfree_ref.model import forward
 
 

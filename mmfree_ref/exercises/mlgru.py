@@ -9,10 +9,10 @@ from hypothesis import strategies as st
 
 from mmfree_ref.activations import sigmoid, silu
 from mmfree_ref.bitlinear import bitlinear
+from mmfree_ref.exercises._grading import MAX_EXAMPLES, Case, as_pair, compare_close, run_grader
 from mmfree_ref.mlgru import G_NORM_EPS, MLGRU_KEYS, mlgru_step
 from mmfree_ref.rmsnorm import rmsnorm
 from mmfree_ref.scan import mlgru_scan
-from mmfree_ref.exercises._grading import MAX_EXAMPLES, Case, as_pair, compare_close, run_grader
 
 # ----------------------------------------------------------------------------- one step
 

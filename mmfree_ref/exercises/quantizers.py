@@ -6,8 +6,8 @@ check_absmax_int8(fn):     fn(x) -> (q, scale), per-token absmax to int8, half a
 import numpy as np
 from hypothesis import strategies as st
 
-from mmfree_ref.quantize import ACT_FLOOR, WEIGHT_FLOOR, absmax_int8, absmean_ternary
 from mmfree_ref.exercises._grading import MAX_EXAMPLES, Case, as_pair, compare_exact, run_grader
+from mmfree_ref.quantize import ACT_FLOOR, WEIGHT_FLOOR, absmax_int8, absmean_ternary
 
 
 def _halfway(v):

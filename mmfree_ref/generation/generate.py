@@ -12,8 +12,8 @@ from importlib.metadata import entry_points
 import numpy as np
 
 from mmfree_ref.decode import decode_step
-from mmfree_ref.model import check_ids, forward_with_cache
 from mmfree_ref.generation.sampling import sample_next
+from mmfree_ref.model import check_ids, forward_with_cache
 
 
 class OracleDecoder:

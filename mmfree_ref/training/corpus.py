@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mmfree_ref.training import tokenizer
 from mmfree_ref._checks import int_array
+from mmfree_ref.training import tokenizer
 
 # A model that beats the unigram baseline on fewer bytes than this has mostly memorised them.
 MIN_CORPUS_BYTES = 1_000_000

@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm          # plain text bar: no widget dependency in notebooks
 
-from mmfree_ref.training import optim, schedule
 from mmfree_ref.formats.atomic import atomic_write
+from mmfree_ref.training import optim, schedule
 
 FORMAT = "mmfree-train-state-1"
 _REQUIRED = ("step", "total_steps", "settings", "rng", "elapsed_s", "adam/step",

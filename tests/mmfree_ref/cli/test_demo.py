@@ -1,8 +1,8 @@
 """`mmfree demo` at toy size: every promised file, consistent with each other."""
 import numpy as np
 
-from mmfree_ref.formats.checkpoint import load_checkpoint
 from mmfree_ref.cli.demo import PROMPTS, DemoSetup, print_summary, run_demo
+from mmfree_ref.formats.checkpoint import load_checkpoint
 from mmfree_ref.formats.packed import load_packed
 from mmfree_ref.quantize import absmean_ternary
 

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from mmfree_ref.formats.checkpoint import load_checkpoint
 from mmfree_ref.cli.main import main
+from mmfree_ref.formats.checkpoint import load_checkpoint
 
 TINY = ["--steps", "12", "--hidden-size", "8", "--layers", "1", "--batch-size", "2",
         "--seq-len", "16", "--eval-every", "6", "--checkpoint-every", "1"]

@@ -3,11 +3,11 @@ import pytest
 
 from mmfree_ref.cli.main import main
 from mmfree_ref.config import HGRNBitConfig
+from mmfree_ref.formats.checkpoint import load_checkpoint, save_checkpoint
 from mmfree_ref.generation.generate import OracleDecoder, generate, make_decoder
 from mmfree_ref.model import forward
 from mmfree_ref.params import init_params
 from mmfree_ref.training import tokenizer
-from mmfree_ref.formats.checkpoint import load_checkpoint, save_checkpoint
 from tests.conftest import REF_SMALL
 
 

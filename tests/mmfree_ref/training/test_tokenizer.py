@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mmfree_ref.training import tokenizer
 from mmfree_ref.config import HGRNBitConfig
+from mmfree_ref.training import tokenizer
 from mmfree_ref.training.tokenizer import BOS_ID, EOS_ID, VOCAB_SIZE, StreamDecoder, decode, encode
 
 
