@@ -8,9 +8,9 @@ import numpy as np
 from hypothesis import strategies as st
 
 from mmfree_ref.bitlinear import bitlinear_backward, bitlinear_forward, ternary_accumulate
+from mmfree_ref.exercises._grading import (MAX_EXAMPLES, TERNARY_KINDS, Case, as_pair, compare_close,
+                                           compare_exact, run_grader)
 from mmfree_ref.rmsnorm import rmsnorm_backward
-from mmfree_ref.exercises._grading import (MAX_EXAMPLES, TERNARY_KINDS, Case, as_pair, compare_close, compare_exact,
-                       run_grader)
 
 # ----------------------------------------------------------------------------- select-and-add
 

@@ -6,7 +6,8 @@ uint8; code 0b00 -> 0, 0b01 -> +1, 0b10 -> -1; weight j in byte j // 4 at bits 2
 import numpy as np
 from hypothesis import strategies as st
 
-from mmfree_ref.exercises._grading import MAX_EXAMPLES, TERNARY_KINDS, Case, compare_exact, run_grader
+from mmfree_ref.exercises._grading import (MAX_EXAMPLES, TERNARY_KINDS, Case, compare_exact,
+                                           run_grader)
 from mmfree_ref.formats.packing import pack_ternary, packed_cols
 
 

@@ -1,1 +1,2 @@
-"""Training: the loop (train), AdamW (optim), the learning-rate schedule, the byte corpus and tokenizer."""
+"""Training: the loop (train), AdamW (optim), the learning-rate schedule, the byte corpus and
+tokenizer."""

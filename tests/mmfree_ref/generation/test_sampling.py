@@ -1,4 +1,5 @@
-"""Tests of mmfree_ref/generation/sampling.py: each rule on hand-made distributions, then the draw."""
+"""Tests of mmfree_ref/generation/sampling.py: each rule on hand-made distributions, then the
+draw."""
 import math
 
 import numpy as np

@@ -1,4 +1,5 @@
-"""Tests of mmfree_ref/training/corpus.py: the stdlib-docstring corpus, text files, entropy, batches."""
+"""Tests of mmfree_ref/training/corpus.py: the stdlib-docstring corpus, text files, entropy,
+batches."""
 import hashlib
 import inspect
 import math

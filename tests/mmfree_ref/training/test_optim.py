@@ -1,4 +1,5 @@
-"""Tests of mmfree_ref/training/optim.py: AdamW against hand arithmetic and a closed form, clipping."""
+"""Tests of mmfree_ref/training/optim.py: AdamW against hand arithmetic and a closed form,
+clipping."""
 import io
 import math
 

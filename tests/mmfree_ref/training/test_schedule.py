@@ -1,4 +1,5 @@
-"""Tests of mmfree_ref/training/schedule.py: values at the key steps of warm-up, cosine and halving."""
+"""Tests of mmfree_ref/training/schedule.py: values at the key steps of warm-up, cosine and
+halving."""
 import math
 
 import pytest

@@ -1,4 +1,5 @@
-"""Tests of mmfree_ref/training/train.py on a toy model written here (a gained bigram softmax model).
+"""Tests of mmfree_ref/training/train.py on a toy model written here (a gained bigram softmax
+model).
 
 The toy has a weight matrix to decay, a 1-D gain not to decay and an embedding, its gradient is
 checked by finite differences, and it learns a Markov chain quickly, so the loop's composition
@@ -18,7 +19,8 @@ import numpy as np
 import pytest
 
 from mmfree_ref.training import corpus, optim, schedule
-from mmfree_ref.training.train import FORMAT, History, TrainSettings, load_state, save_loss_curve, train
+from mmfree_ref.training.train import (FORMAT, History, TrainSettings, load_state, save_loss_curve,
+                                       train)
 
 V, D = 11, 6                    # odd sizes on purpose
 ROOT = Path(__file__).resolve().parents[3]
