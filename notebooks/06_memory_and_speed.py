@@ -97,7 +97,7 @@ def measure_live():
 
     from numba.core.errors import NumbaPerformanceWarning
 
-    from gpu import bench
+    from gpu.bench import run as bench
     from gpu.common import copy_bandwidth, mode
     copy_gbps, _ = copy_bandwidth()
     rng = np.random.default_rng(2406)
