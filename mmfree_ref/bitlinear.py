@@ -18,6 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from mmfree_ref._checks import float_array, int_array
+from mmfree_ref.equivalence.trace import active as active_trace
 from mmfree_ref.quantize import absmax_int8, absmean_ternary, activation_quant, weight_quant
 from mmfree_ref.rmsnorm import RMSNormCache, rmsnorm, rmsnorm_backward, rmsnorm_forward
 
@@ -47,8 +48,12 @@ def bitlinear_forward(x, weight, norm_weight, quantize=True):
     """
     _check(x, weight, norm_weight)
     n, norm_cache = rmsnorm_forward(x, norm_weight, BITLINEAR_EPS)
-    x_hat = activation_quant(n) if quantize else n
-    w_hat = weight_quant(weight) if quantize else weight
+    trace = active_trace()          # None unless an equivalence check records the codes
+    if trace is not None and quantize:
+        x_hat, w_hat = trace.site(x, n, weight, norm_weight)
+    else:
+        x_hat = activation_quant(n) if quantize else n
+        w_hat = weight_quant(weight) if quantize else weight
     return x_hat @ w_hat.T, BitLinearCache(norm_cache, x_hat, w_hat)
 
 

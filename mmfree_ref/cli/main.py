@@ -15,7 +15,7 @@ from importlib.metadata import entry_points
 
 # Modules of mmfree_ref whose `register` adds a subcommand.
 _OWN = ("mmfree_ref.cli.logits", "mmfree_ref.cli.grads", "mmfree_ref.cli.generate",
-        "mmfree_ref.cli.demo", "mmfree_ref.cli.train")
+        "mmfree_ref.cli.demo", "mmfree_ref.cli.train", "mmfree_ref.cli.crosscheck")
 
 
 class UsageError(ValueError):
