@@ -102,6 +102,45 @@ def test_draws_follow_the_distribution():
         assert abs(c - 20000 * q) < 5 * math.sqrt(20000 * q * (1 - q))
 
 
+def chi2_survival(x, df):
+    """P(chi-square with df degrees of freedom > x), closed forms for df = 1, 2, 3."""
+    if df == 1:
+        return math.erfc(math.sqrt(x / 2))
+    if df == 2:
+        return math.exp(-x / 2)
+    if df == 3:
+        return math.erfc(math.sqrt(x / 2)) + math.sqrt(2 * x / math.pi) * math.exp(-x / 2)
+    raise ValueError(df)
+
+
+Q = np.array([0.1, 0.2, 0.3, 0.4])
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p, expected", [
+    # written from the definitions, not from softmax_t: p ~ q^(1 / T), then the filters
+    (0.5, None, None, Q ** 2 / np.sum(Q ** 2)),
+    (2.0, None, None, np.sqrt(Q) / np.sum(np.sqrt(Q))),
+    (2.0, 3, None, np.r_[0, np.sqrt(Q[1:])] / np.sum(np.sqrt(Q[1:]))),
+    # T = 1/2: p = (1, 4, 9, 16) / 30; top_p 0.7 keeps 16/30 (mass before it 0 < 0.7) and
+    # 9/30 (16/30 < 0.7), and stops: 25/30 >= 0.7
+    (0.5, None, 0.7, np.array([0, 0, 9, 16]) / 25),
+])
+def test_draws_follow_the_tempered_and_filtered_distribution(temperature, top_k, top_p,
+                                                             expected):
+    """A chi-square test of 20000 draws against the distribution the rules define; false-alarm
+    rate 1e-6 per case (the seed is fixed, so the test is deterministic). Applying the
+    temperature twice, or top-k after top-p, fails it by a wide margin."""
+    n = 20000
+    logits = np.log(Q)[None].repeat(n, axis=0)
+    ids = sample_next(logits, np.random.default_rng(7), temperature, top_k, top_p)
+    counts = np.bincount(ids, minlength=4)
+    kept = expected > 0
+    assert counts[~kept].sum() == 0
+    e = n * expected[kept]
+    x = float(np.sum((counts[kept] - e) ** 2 / e))
+    assert chi2_survival(x, int(kept.sum()) - 1) > 1e-6, (counts, e)
+
+
 @given(logit_rows, st.none() | st.integers(1, 4), st.none() | st.floats(0.05, 1.0),
        st.floats(0.1, 3.0), st.integers(0, 2**32))
 def test_draws_only_kept_tokens_and_seeds_reproduce(logits, top_k, top_p, temperature, seed):
