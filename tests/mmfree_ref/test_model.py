@@ -12,8 +12,15 @@ from tests.conftest import REF_SMALL
 from tests.helpers import assert_grad_close, rel_err
 
 # The reference computes its fused norm+quantize kernels and its recurrence in float32 inside
-# a float64 model, so an exact float64 oracle differs by ~1e-7 relative (the fixture README
-# measured 8.9e-8). The bounds: logits and loss 1e-6, gradients 1e-5.
+# a float64 model, so an exact float64 oracle differs from it by a few float32 roundings
+# (u32 = 6e-8) on every activation. Measured (2026-12-02): logits 8.9e-8 (1.5 u32, Frobenius),
+# loss 3.8e-10 (the mean over 30 positions averages the rounding out), gradients at most
+# 4.5e-7 (g_norm.weight: the backward chains ~8 float32-rounded factors). The bounds below are
+# 2.5 u32 for logits, 2e-9 for the loss and 1e-6 for gradients: about 2x the measured gap,
+# and below what a g_norm eps of 1e-5 instead of 1e-6 gives (logits 1.9e-7, gradients 2.0e-6).
+LOGITS_BOUND = 2.5 * 2.0 ** -24
+LOSS_BOUND = 2e-9
+GRAD_BOUND = 1e-6
 
 
 @pytest.fixture(scope="module")
@@ -25,22 +32,23 @@ def ref():
 
 def test_logits_match_the_reference(ref):
     config, params, ids = ref
-    assert rel_err(forward(params, config, ids), np.load(REF_SMALL / "logits.npy")) < 1e-6
+    assert rel_err(forward(params, config, ids), np.load(REF_SMALL / "logits.npy")) < LOGITS_BOUND
 
 
 def test_decode_logits_match_the_reference(ref):
     config, params, ids = ref
-    assert rel_err(decode_logits(params, config, ids), np.load(REF_SMALL / "decode_logits.npy")) < 1e-6
+    expect = np.load(REF_SMALL / "decode_logits.npy")
+    assert rel_err(decode_logits(params, config, ids), expect) < LOGITS_BOUND
 
 
 def test_loss_and_every_gradient_match_the_reference(ref):
     config, params, ids = ref
     expect = np.load(REF_SMALL / "grads.npz")
     value, grads = loss_and_grads(params, config, ids)
-    assert abs(value - expect["loss"]) / expect["loss"] < 1e-6
+    assert abs(value - expect["loss"]) / expect["loss"] < LOSS_BOUND
     assert set(grads) == set(param_shapes(config)) == set(expect.files) - {"loss"}
     worst = max((rel_err(grads[k], expect[k]), k) for k in grads)
-    assert worst[0] < 1e-5, f"gradient of {worst[1]}: relative error {worst[0]:.2e}"
+    assert worst[0] < GRAD_BOUND, f"gradient of {worst[1]}: relative error {worst[0]:.2e}"
 
 
 def tiny_config(**kw):
