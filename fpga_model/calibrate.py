@@ -10,8 +10,9 @@ Fitted here (and copied into params.FPGAParams' defaults; a test keeps them in s
 
 Everything else in the comparisons is a prediction from those constants and the published
 configuration. The paper's per-token projections are reproduced the way the paper computed
-them (L x one block's projection, no embedding or LM head); `true_shape_rows` gives what the
-same accelerator takes for the models' real shapes (Table 1), which the paper's text mixes up.
+them (L x one block's projection, no embedding or LM head); cycles.token_account of a preset
+(`mmfree fpga --model 1.3B`) gives what the same accelerator takes for the models' real shapes
+(Table 1), which the paper's text mixes up.
 """
 from typing import NamedTuple
 
@@ -121,18 +122,10 @@ def projection_rows(projected=D5005_PROJECTED):
     ]
 
 
-def true_shape_rows(projected=D5005_PROJECTED):
-    """What the projected core gives for the Table 1 shapes (with embedding and LM head)."""
-    out = {}
-    for name in ("370M", "1.3B", "2.7B"):
-        out[name] = token_account(preset(name), projected)
-    return out
-
-
 def tereffic_rows(hbm=TEREFFIC_HBM, onchip=TEREFFIC_ONCHIP):
     """TerEffic's published throughput and power against the model (no per-op refit)."""
-    a_hbm = token_account(preset("2.7B"), hbm)
-    a_on = token_account(preset("370M"), onchip)
+    a_hbm = token_account(preset(pub.TER_HBM_MODEL.value), hbm)
+    a_on = token_account(preset(pub.TER_ONCHIP_MODEL.value), onchip)
     floor_s = a_hbm.offchip_bytes / (hbm.offchip_bandwidth_gbs * 1e9)
     return [
         Comparison("TerEffic HBM 2.7B tokens/s", pub.TER_HBM_TOK_S.value, a_hbm.tokens_per_s,
@@ -146,12 +139,6 @@ def tereffic_rows(hbm=TEREFFIC_HBM, onchip=TEREFFIC_ONCHIP):
                    + a_on.dynamic_j * pub.TER_ONCHIP_TOK_S.value, "W",
                    f"at the published 16,300 tok/s, {onchip.devices} FPGAs assumed"),
     ]
-
-
-def tereffic_onchip_implied_adds_per_s():
-    """Ternary adds per second TerEffic's on-chip 370M design must sustain for 16,300 tokens/s
-    (its clock and TMat width are not in the stored sources, so the model cannot predict it)."""
-    return pub.TER_ONCHIP_TOK_S.value * token_account(preset("370M"), TEREFFIC_ONCHIP).ternary_adds
 
 
 def all_rows():

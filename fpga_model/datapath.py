@@ -4,8 +4,8 @@ What each unit does to the bits (the formats are this model's design choices; th
 is not public):
 
 TMATMUL (integer, exact; reproduces mmfree_ref.bitlinear.ternary_accumulate)
-  weights   2-bit codes from mmfree_ref.formats.packing (00 -> 0, 01 -> +1, 10 -> -1), decoded with two
-            bit tests: t = (code & 1) - (code >> 1); no multiplier.
+  weights   the packed export's 2-bit codes as they are (layout: mmfree_ref/formats/packing.py),
+            each decoded with two bit tests; no multiplier.
   lanes     each lane selects q, -q or 0: 9-bit signed (-(-128) = +128 needs the 9th bit).
   tree      `lanes` inputs summed pairwise; level k holds 9 + k bits, so a full tree of width A
             ends at 9 + ceil(log2 A) bits.
@@ -29,6 +29,7 @@ Per-token scalars and the row-wise unit (float32)
   picked, the output rescale acc * max|x_n| / 127 * mean|W|, the block
   RMSNorms, sigmoid, SiLU, the MLGRU update h = f h + c, the GLU product and the residual
   stream are float32: one rounding per operation (2^-24 relative), far below the int8 step.
+  sigmoid and SiLU are the oracle's (mmfree_ref.activations) on float32 arrays.
 
 The layer structure is the oracle's (mmfree_ref/model.py, mlgru.py, glu.py), one token:
   a = rmsnorm(h, attn_norm); i, f, g = BL(a); f = lb + (1 - lb) sigmoid(f);
@@ -41,12 +42,12 @@ from typing import NamedTuple
 
 import numpy as np
 
+from mmfree_ref.activations import sigmoid, silu
 from mmfree_ref.bitlinear import BITLINEAR_EPS
+from mmfree_ref.formats.packed import PackedModel
 from mmfree_ref.mlgru import G_NORM_EPS
 from mmfree_ref.model import layer_lower_bounds
-from mmfree_ref.formats.packing import pack_ternary
-from mmfree_ref.params import is_ternary_weight
-from mmfree_ref.quantize import ACT_FLOOR, absmean_ternary, round_half_away_from_zero
+from mmfree_ref.quantize import ACT_FLOOR, round_half_away_from_zero
 
 MANTISSA_BITS = 24          # block floating point mantissas of the norm+quant unit (float32's)
 MANTISSA_LIMIT = 2 ** (MANTISSA_BITS - 3)   # aligned |mantissa| <= 2^21: spare bits
@@ -59,7 +60,7 @@ class TernaryROM(NamedTuple):
     """One ternary matrix as the accelerator stores it."""
     packed: np.ndarray       # (d_out, ceil(d_in / 4)) uint8, mmfree_ref.formats.packing layout
     d_in: int
-    mean_abs: np.float32     # 1 / scale_w of absmean_ternary: the output rescale factor
+    mean_abs: np.float32     # 1 / PackedTernary.scale (absmean's): the output rescale factor
 
 
 class Program(NamedTuple):
@@ -70,18 +71,19 @@ class Program(NamedTuple):
     lower_bounds: np.ndarray | None   # (L, D) float32, the per-layer lb (row 0 unused)
 
 
-def load_program(params, config):
-    """params (checkpoint dict), config -> Program: absmean-ternarize and pack every BitLinear."""
-    ternary, vectors = {}, {}
-    for name, w in params.items():
-        if is_ternary_weight(name):
-            t, scale = absmean_ternary(w)
-            ternary[name] = TernaryROM(pack_ternary(t), w.shape[1], F32(1 / scale))
-        elif name != "model.lower_bounds":
-            vectors[name] = w.astype(F32)
-    lbs = (layer_lower_bounds(params["model.lower_bounds"]).astype(F32)
-           if config.use_lower_bound else None)
-    return Program(config, ternary, vectors, lbs)
+def load_program(model):
+    """model: a mmfree_ref.formats.packed.PackedModel (load_packed of an export, or
+    pack_params(config, params)) -> Program; the ROMs hold its 2-bit codes as they are."""
+    if not isinstance(model, PackedModel):
+        raise ValueError(f"load_program takes a PackedModel (mmfree_ref.formats.packed."
+                         f"load_packed or pack_params), got {type(model).__name__}")
+    ternary = {name: TernaryROM(w.packed, w.d_in, F32(1 / w.scale))
+               for name, w in model.ternary.items()}
+    vectors = {name: x.astype(F32) for name, x in model.floats.items()
+               if name != "model.lower_bounds"}
+    lbs = (layer_lower_bounds(model.floats["model.lower_bounds"]).astype(F32)
+           if model.config.use_lower_bound else None)
+    return Program(model.config, ternary, vectors, lbs)
 
 
 # --- TMATMUL ---------------------------------------------------------------------------------
@@ -199,15 +201,6 @@ def rmsnorm32(x, w, eps):
     return x * (F32(1) / np.sqrt(np.mean(np.square(x), dtype=F32) + F32(eps))) * w
 
 
-def sigmoid32(x):
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, F32(1) / (F32(1) + e), e / (F32(1) + e)).astype(F32)
-
-
-def silu32(x):
-    return x * sigmoid32(x)
-
-
 # --- one token through the model -------------------------------------------------------------
 
 def init_state(config):
@@ -230,16 +223,16 @@ def token_step(prog, token_id, state, lanes=64):
     for i in range(cfg.num_hidden_layers):
         p = f"model.layers.{i}."
         a = rmsnorm32(h, v[p + "attn_norm.weight"], eps)
-        f = sigmoid32(bl(a, p + "attn.f_proj"))
+        f = sigmoid(bl(a, p + "attn.f_proj"))
         if prog.lower_bounds is not None and i > 0:
             lb = prog.lower_bounds[i]
             f = lb + (F32(1) - lb) * f
-        c = silu32(bl(a, p + "attn.i_proj")) * (F32(1) - f)
+        c = silu(bl(a, p + "attn.i_proj")) * (F32(1) - f)
         h_t = f * state[i] + c                                       # the MLGRU update
         y = rmsnorm32(bl(a, p + "attn.g_proj"), v[p + "attn.g_norm.weight"], G_NORM_EPS)
-        h = h + bl(y * silu32(h_t), p + "attn.o_proj")
+        h = h + bl(y * silu(h_t), p + "attn.o_proj")
         gate, u = np.split(bl(rmsnorm32(h, v[p + "mlp_norm.weight"], eps), p + "mlp.gate_proj"), 2)
-        h = h + bl(silu32(gate) * u, p + "mlp.down_proj")
+        h = h + bl(silu(gate) * u, p + "mlp.down_proj")
         new_state.append(h_t)
     n = rmsnorm32(h, v["model.norm.weight"], eps)
     return bl(n, "lm_head"), new_state

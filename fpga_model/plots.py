@@ -20,12 +20,6 @@ def port_bytes_per_s(p):
     return p.cores * p.fetch_bytes / p.cycles_per_fetch * p.clock_mhz * 1e6
 
 
-def memory_roof_bytes_per_s(p):
-    """The bandwidth the TMATMUL stream can get: device bandwidth or the cores' ports."""
-    port = port_bytes_per_s(p)
-    return port if p.weights_on_chip else min(port, p.offchip_bandwidth_gbs * 1e9)
-
-
 def _time_bars(ax, acct):
     ops = sorted(acct.ops, key=lambda a: a.seconds)
     ax.barh([a.name for a in ops], [1e3 * a.seconds for a in ops],

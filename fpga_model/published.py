@@ -60,11 +60,10 @@ MMF_BURST_SPEEDUP = Figure(64, "x", "MMF", "published",
                            "'about 64x at the same clock' (512 / 8); Table 3 projected = runtime/64")
 MMF_TMATMUL_SHARE = Figure(0.99, "fraction of core time", "MMF", "published")
 MMF_VECTOR_REGISTERS = Figure(8, "registers, one SRAM each", "MMF", "published")
-MMF_DSP_USE = Figure(None, "", "MMF", "unknown", "no DSP use reported")
 MMF_TOKENS_PER_S_MEASURED = Figure(None, "tokens/s", "MMF", "unknown",
                                    "no measured tokens/s: every per-token figure is projected")
 
-# Table 3: single core, one block, by embedding size d.
+# Table 3: single core, one block (MLGRU + GLU), by embedding size d; projected = with bursting.
 MMF_TABLE3 = {
     512: dict(runtime_ms=43.0, projected_ms=0.67, power_idle_w=13.36, power_active_w=13.39,
               alm_core_pct=2.8, alm_total_pct=9.0, clock_mhz=60.0),
@@ -73,8 +72,6 @@ MMF_TABLE3 = {
     2048: dict(runtime_ms=456.0, projected_ms=7.13, power_idle_w=13.92, power_active_w=13.93,
                alm_core_pct=11.0, alm_total_pct=16.0, clock_mhz=52.0),
 }
-MMF_TABLE3_SOURCE = Figure(MMF_TABLE3, "", "MMF", "published",
-                           "Table 3: 1 core, 1 block (MLGRU + GLU); projected = with bursting")
 
 # Table 2: 1 core measured, 8/16/26 cores estimated by scaling.
 MMF_TABLE2 = {
@@ -88,8 +85,6 @@ MMF_TABLE2 = {
              power_active_w=166.30, power_idle_w=149.66, core_latency_ms=46.36,
              ddr_latency_ms=5.76),
 }
-MMF_TABLE2_SOURCE = Figure(MMF_TABLE2, "", "MMF", "published",
-                           "Table 2: 1 core measured; 8, 16, 26 cores estimated by scaling")
 
 # Per-token projections (single core, batch 1, with bursting).
 MMF_370M_PROJECTED_MS = Figure(16.08, "ms/token", "MMF", "published",
@@ -108,16 +103,13 @@ TER_ONCHIP_MODEL = Figure("370M", "", "TER2", "published", "single-batch inferen
 TER_ONCHIP_TOK_S = Figure(16300.0, "tokens/s", "TER2", "published",
                           "fully on-chip, 370M, batch 1 (v1: 12,700)")
 TER_ONCHIP_TOK_S_PER_W = Figure(455.0, "tokens/s/W", "TER2", "published", "(v1: 467)")
-TER_ONCHIP_POWER_W = Figure(16300.0 / 455.0, "W", "TER2", "derived",
-                            "16,300 / 455 = 35.8 W (v1: 12,700 / 467 = 27.2 W)")
+TER_ONCHIP_POWER_W = Figure(TER_ONCHIP_TOK_S.value / TER_ONCHIP_TOK_S_PER_W.value, "W", "TER2",
+                            "derived", "16,300 / 455 = 35.8 W (v1: 12,700 / 467 = 27.2 W)")
 TER_ONCHIP_N_FPGAS = Figure(None, "FPGAs", "TER2", "unknown",
                             "'scaling out using multiple FPGAs': how many is not in the abstract")
 TER_HBM_MODEL = Figure("2.7B", "", "TER2", "published", "single FPGA board")
 TER_HBM_TOK_S = Figure(727.0, "tokens/s", "TER2", "published", "HBM-assisted, 2.7B (v1: 521)")
 TER_HBM_POWER_W = Figure(46.0, "W", "TER2", "published", "(v1: 33 W); 16 tokens/s/W")
-TER_HBM_BATCH = Figure(None, "", "TER2", "unknown",
-                       "the 370M figure is 'single-batch'; the 2.7B one is not said to be, and a "
-                       "summary mentions 'batch-parallelism' for the HBM variant")
 TER_WEIGHT_BITS = Figure(1.6, "bits/weight", "TER2", "published",
                          "'1.6-bit weight compression' (5 ternary weights per byte: 3^5 = 243)")
 TER_BOARD = Figure(None, "", "TER2", "unknown",
@@ -125,10 +117,6 @@ TER_BOARD = Figure(None, "", "TER2", "unknown",
 TER_CLOCK_MHZ = Figure(None, "MHz", "TER2", "unknown", "not in the stored abstracts")
 TER_TMAT_PARALLELISM = Figure(None, "ternary MACs/cycle", "TER2", "unknown",
                               "TMat Core width not in the stored abstracts")
-TER_ONCHIP_SRAM_BYTES = Figure(None, "bytes per FPGA", "TER2", "unknown",
-                               "on-chip memory used per FPGA not in the stored abstracts")
-TER_BASELINES = Figure("Jetson Orin Nano (192x slower, 19x less efficient); A100 (3x slower, "
-                       "8x less efficient)", "", "TER2", "published")
 
 # --- Data sheets / vendor material ---------------------------------------------------------------
 ALVEO_HBM_BANDWIDTH_GBS = Figure(460.0, "GB/s", "AMD-HBM", "published",
@@ -139,8 +127,3 @@ DDR4_PJ_PER_BIT = Figure(28.0, "pJ/bit", "AMD-BLOG", "derived",
 D5005_DDR4_CHANNEL_GBS = Figure(None, "GB/s", "", "unknown",
                                 "D5005 DDR4 speed not found in the stored sources; params.py "
                                 "assumes DDR4-2400 x64 = 19.2 GB/s per channel (JEDEC arithmetic)")
-
-
-def all_figures():
-    """{name: Figure} of every figure in this module, for the CLI and the report."""
-    return {k: v for k, v in globals().items() if isinstance(v, Figure)}

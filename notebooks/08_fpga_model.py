@@ -16,6 +16,7 @@
 # memory, and how do clock, cores and bandwidth move tokens per second and tokens per joule?
 
 # %%
+import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -27,6 +28,7 @@ from fpga_model.datapath import greedy_tokens, load_program
 from fpga_model.params import D5005_MEASURED, D5005_PROJECTED
 from fpga_model.sweep import sweep
 from mmfree_ref.formats.checkpoint import load_checkpoint
+from mmfree_ref.formats.packed import load_packed, pack_params, save_packed
 from mmfree_ref.config import preset
 from mmfree_ref.decode import decode_step, init_state
 
@@ -131,15 +133,22 @@ for group, rows in all_rows():
 #
 # The cycle account says how long; `fpga_model.datapath` says what: 2-bit codes decoded with
 # two bit tests, an adder tree over int8 activations into int32, fixed-point norm+quantization
-# and float32 row-wise operations, one token at a time. On the reference fixture its greedy
-# tokens are the oracle's.
+# and float32 row-wise operations, one token at a time. It loads what every fast engine loads,
+# the packed export (`mmfree_ref.formats.packed`, the file `mmfree demo` writes): the
+# checkpoint is ternarized once by `pack_params`, saved as 2-bit codes and scales, and the
+# accelerator's ROMs are those bytes. On the reference fixture its greedy tokens are the
+# oracle's.
 
 # %%
 REF_SMALL = next(p / "tests" / "data" / "ref_small" for p in [Path.cwd(), *Path.cwd().parents]
                  if (p / "tests" / "data" / "ref_small").is_dir())
 small_config, params = load_checkpoint(REF_SMALL / "ckpt")
 prompt = [int(t) for t in np.load(REF_SMALL / "ids.npy")[0, :4]]
-fpga = greedy_tokens(load_program(params, small_config), prompt, steps=8)
+# float64 storage for the norms and embeddings keeps this float64 fixture exact
+export = Path(tempfile.mkdtemp()) / "model-ternary-packed.safetensors"
+save_packed(export, pack_params(small_config, params), float_dtype="float64")
+print(f"export: {export.stat().st_size:,} bytes")
+fpga = greedy_tokens(load_program(load_packed(export)), prompt, steps=8)
 
 state, oracle = init_state(small_config, 1), []
 for t in prompt:

@@ -18,7 +18,7 @@ from mmfree_ref.config import HGRNBitConfig
 from mmfree_ref.generation.generate import OracleDecoder, generate
 from mmfree_ref.model import loss as model_loss
 from mmfree_ref.model import loss_and_grads
-from mmfree_ref.formats.packed import save_packed
+from mmfree_ref.formats.packed import pack_params, save_packed
 from mmfree_ref.params import init_params
 from mmfree_ref.training.train import TrainSettings, train
 
@@ -95,7 +95,7 @@ def run_demo(minutes=3.5, out="mmfree-demo", seed=0, setup=DemoSetup(), progress
         max_minutes=minutes + 0.5, progress=progress)
     val = result.history.val_loss[-1]
     save_checkpoint(out / "checkpoint", config, result.params, dtype="float32")
-    save_packed(out / "model-ternary-packed.safetensors", config, result.params)
+    save_packed(out / "model-ternary-packed.safetensors", pack_params(config, result.params))
     samples = _samples(result.params, config, np.random.default_rng(seed))
     (out / "samples.txt").write_text(samples)
     return dict(entropy=entropy, val_loss=val, train_loss=float(np.mean(result.history.loss[-20:])),

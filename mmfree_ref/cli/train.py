@@ -20,7 +20,7 @@ from mmfree_ref.cli.common import add_command
 from mmfree_ref.config import HGRNBitConfig
 from mmfree_ref.model import loss as model_loss
 from mmfree_ref.model import loss_and_grads
-from mmfree_ref.formats.packed import save_packed
+from mmfree_ref.formats.packed import pack_params, save_packed
 from mmfree_ref.params import init_params
 from mmfree_ref.training.train import TrainSettings, train
 
@@ -91,7 +91,7 @@ def run(args):
         curve_baseline=corpus.unigram_entropy(train_tokens), max_minutes=args.minutes)
     save_checkpoint(out / "checkpoint", config, result.params, dtype="float32")
     if quantize:
-        save_packed(out / "model-ternary-packed.safetensors", config, result.params)
+        save_packed(out / "model-ternary-packed.safetensors", pack_params(config, result.params))
     status = "done" if result.stopped == "steps" else "time up: --resume to continue"
     print(f"{result.step}/{args.steps} steps ({status}); validation loss "
           f"{result.history.val_loss[-1]:.4f}; saved in {out}/")

@@ -1,18 +1,22 @@
-"""The packed ternary export: every BitLinear weight as 2-bit codes plus one scale.
+"""The packed ternary format "mmfree-ternary-v1": the one input of every fast engine.
 
 A BitLinear weight W (d_out, d_in) only ever enters the model as W_hat = T / scale, with
 T = absmean_ternary codes in {-1, 0, +1} and scale = 1 / max(mean|W|, 1e-5) (quantize.py). So
 T and scale are all that inference needs, and T fits in 2 bits: 1/16 of W in float32.
 
-File: one safetensors file (safetensors_io.py), metadata
+In memory: a PackedModel (config; each BitLinear weight as a PackedTernary; the other tensors
+as floats), made from float params by pack_params (the one place an engine's weights are
+ternarized) or read from a file by load_packed. save_packed writes it and load_packed reads
+back the same model, bit for bit, when its floats are in the storage dtype (float_dtype). The
+engines take a PackedModel: fpga_model.datapath.load_program and
+gpu.decode.decoder.GPUDecoder.from_packed.
+
+File: one safetensors file (safetensors.py), metadata
     "format": "mmfree-ternary-v1"
     "config": config.json's content (JSON text), so the file alone rebuilds the model
 and, for each parameter name N of params.param_shapes(config), in that order:
   - N a BitLinear weight (params.is_ternary_weight), shape (d_out, d_in):
-      N.packed  U8 (d_out, ceil(d_in / 4))   T packed by packing.pack_ternary, whose layout is:
-                codes 0b00 -> 0, 0b01 -> +1, 0b10 -> -1 (0b11 unused); weight j of a row in byte
-                j // 4 at bits 2*(j % 4) (the first weight in the lowest bits), i.e. read as a
-                little-endian uint32, word j // 16 at bits 2*(j % 16); pad weights are 0b00
+      N.packed  U8 (d_out, ceil(d_in / 4))   T in the 2-bit layout of packing.py
       N.scale   0-d, in W's own float dtype (F64 for float64 W): absmean_ternary's scale, kept
                 at the precision weight_quant divides by, so T / scale is weight_quant(W) exactly
       N.d_in    0-d I64, the unpadded row length
@@ -30,12 +34,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mmfree_ref.formats.checkpoint import STORAGE, check_params
 from mmfree_ref.config import HGRNBitConfig
+from mmfree_ref.formats.checkpoint import STORAGE, check_params
 from mmfree_ref.formats.packing import pack_ternary, packed_cols, unpack_ternary
+from mmfree_ref.formats.safetensors import (FLOAT_CODES, load_safetensors, read_header,
+                                            save_safetensors)
 from mmfree_ref.params import is_ternary_weight, param_shapes
 from mmfree_ref.quantize import absmean_ternary
-from mmfree_ref.formats.safetensors import FLOAT_CODES, load_safetensors, read_header, save_safetensors
 
 FORMAT = "mmfree-ternary-v1"
 SUFFIXES = (".packed", ".scale", ".d_in")
@@ -48,12 +53,6 @@ class PackedTernary:
     scale: np.ndarray       # 0-d, W's float dtype: 1 / max(mean|W|, 1e-5)
     d_in: int
 
-    @classmethod
-    def from_weight(cls, w):
-        """w: (d_out, d_in) float -> its ternary codes, packed, and its absmean scale."""
-        t, scale = absmean_ternary(w)
-        return cls(pack_ternary(t), scale, w.shape[-1])
-
     def codes(self):
         """-> T: (d_out, d_in) int8 in {-1, 0, +1}."""
         return unpack_ternary(self.packed, self.d_in)
@@ -63,30 +62,61 @@ class PackedTernary:
         return (self.codes() / self.scale).astype(self.scale.dtype)
 
 
-def save_packed(path, config, params, float_dtype="float32"):
-    """Write the packed export of params (a dict as params.init_params gives) to one file.
+@dataclass(frozen=True, eq=False)
+class PackedModel:
+    """What every engine loads: a model with its BitLinear weights already ternarized.
 
-    float_dtype: storage of the non-ternary tensors: "float32", "float64", "bfloat16", "float16".
+    ternary: {BitLinear weight name: PackedTernary}; floats: {every other parameter name:
+    ndarray (embeddings, norm weights, lower_bounds), float}; both in param_shapes order.
     """
-    if float_dtype not in STORAGE:
-        raise ValueError(f"float_dtype must be one of {', '.join(STORAGE)}, got {float_dtype!r}")
+    config: HGRNBitConfig
+    ternary: dict
+    floats: dict
+
+
+def pack_params(config, params):
+    """config, params {name: float ndarray} (as params.init_params gives) -> PackedModel.
+
+    The one place an engine's weights are ternarized: T, scale = absmean_ternary(W) in W's own
+    dtype, as the oracle's weight_quant does. The other tensors are kept as they are.
+    """
     config.check_supported()
     check_params(config, params)
-    tensors, storage = {}, {}
+    ternary, floats = {}, {}
     for name in param_shapes(config):
         if is_ternary_weight(name):
-            w = PackedTernary.from_weight(params[name])
+            t, scale = absmean_ternary(params[name])
+            ternary[name] = PackedTernary(pack_ternary(t), scale, t.shape[1])
+        else:
+            floats[name] = params[name]
+    return PackedModel(config, ternary, floats)
+
+
+def save_packed(path, model, float_dtype="float32"):
+    """Write a PackedModel (pack_params or load_packed) to one file, format above.
+
+    float_dtype: storage of the float tensors: "float32", "float64", "bfloat16", "float16".
+    """
+    if not isinstance(model, PackedModel):
+        raise ValueError(f"save_packed takes a PackedModel (pack_params(config, params)), got "
+                         f"{type(model).__name__}")
+    if float_dtype not in STORAGE:
+        raise ValueError(f"float_dtype must be one of {', '.join(STORAGE)}, got {float_dtype!r}")
+    tensors, storage = {}, {}
+    for name in param_shapes(model.config):
+        if is_ternary_weight(name):
+            w = model.ternary[name]
             tensors[name + ".packed"], tensors[name + ".scale"] = w.packed, w.scale
             tensors[name + ".d_in"] = np.array(w.d_in, np.int64)
         else:
-            tensors[name], storage[name] = params[name], STORAGE[float_dtype]
-    metadata = {"format": FORMAT, "config": json.dumps(config.to_dict())}
+            tensors[name], storage[name] = model.floats[name], STORAGE[float_dtype]
+    metadata = {"format": FORMAT, "config": json.dumps(model.config.to_dict())}
     save_safetensors(path, tensors, metadata, float_dtype=storage)
 
 
-def load_packed(path, dtype=np.float64):
-    """path -> (config, tensors): tensors {name: PackedTernary for a BitLinear weight, else an
-    ndarray of `dtype`} in param_shapes order. Use dequantize_params for plain float params.
+def load_packed(path, dtype=None):
+    """path -> PackedModel; dtype: of the float tensors, None for the stored one (bfloat16 as
+    float32, which holds it exactly). Use dequantize_params for plain float params.
 
     Raises ValueError naming the file and tensor for anything that is not a valid export.
     """
@@ -102,26 +132,27 @@ def load_packed(path, dtype=np.float64):
     config.check_supported()
     _check_names(path, config, infos)
     raw = load_safetensors(path, dtype=None)
-    tensors = {}
+    ternary, floats = {}, {}
     for name, shape in param_shapes(config).items():
         if is_ternary_weight(name):
-            tensors[name] = _packed_weight(path, name, shape, raw)
+            ternary[name] = _packed_weight(path, name, shape, raw)
         else:
-            tensors[name] = raw[name].astype(dtype)
-            _check_finite(path, name, tensors[name])
-    return config, tensors
+            floats[name] = raw[name] if dtype is None else raw[name].astype(dtype)
+            _check_finite(path, name, floats[name])
+    return PackedModel(config, ternary, floats)
 
 
-def dequantize_params(tensors, dtype=np.float64):
-    """{name: PackedTernary | ndarray} -> {name: ndarray of dtype}; W_hat = T / scale.
+def dequantize_params(model, dtype=np.float64):
+    """PackedModel -> {name: ndarray of dtype} in param_shapes order; W_hat = T / scale.
 
     W_hat is the matrix the model multiplies by, not a substitute for W in model.forward: that
     quantizes its weights again, and weight_quant(W_hat) keeps T but divides by
     scale * mean|T| instead of scale (on ref_small the logits move by 33%). Inference from an
     export needs a forward that takes the weights as already quantized.
     """
-    return {name: (x.dequantize() if isinstance(x, PackedTernary) else x).astype(dtype)
-            for name, x in tensors.items()}
+    return {name: (model.ternary[name].dequantize() if name in model.ternary
+                   else model.floats[name]).astype(dtype)
+            for name in param_shapes(model.config)}
 
 
 def _check_names(path, config, infos):

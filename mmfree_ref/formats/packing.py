@@ -1,6 +1,7 @@
 """2-bit packing of ternary weights: 4 weights per byte, 16 per little-endian uint32 word.
 
-Layout (shared by the packed export, the GPU kernels and the FPGA model):
+Layout (the one description: the packed export formats/packed.py, the GPU's gpu/packing.py and
+the FPGA model's fpga_model/datapath.py refer here):
 - codes: 0b00 -> 0, 0b01 -> +1, 0b10 -> -1; 0b11 is unused and rejected on unpack. The value is
   (code & 1) - (code >> 1), so hardware decodes a weight with two bit tests and no multiply.
 - packing runs along the last axis (d_in, the reduction axis): weight j of a row sits in byte

@@ -1,4 +1,5 @@
-"""The functional datapath (fpga_model/datapath.py) against the oracle, bit for bit."""
+"""The functional datapath (fpga_model/datapath.py) against the oracle, bit for bit; the packed
+export `mmfree demo` writes (mmfree_ref/formats/packed.py) runs bit for bit as its float params."""
 import numpy as np
 import pytest
 from hypothesis import assume, given, strategies as st
@@ -6,7 +7,9 @@ from hypothesis.extra import numpy as hnp
 
 from mmfree_ref import decode
 from mmfree_ref.bitlinear import bitlinear_int, ternary_accumulate
+from mmfree_ref.cli.demo import DemoSetup, run_demo
 from mmfree_ref.formats.checkpoint import load_checkpoint
+from mmfree_ref.formats.packed import load_packed, pack_params, save_packed
 from mmfree_ref.formats.packing import pack_ternary, unpack_ternary
 from mmfree_ref.quantize import absmax_int8, absmean_ternary
 from mmfree_ref.rmsnorm import rmsnorm
@@ -137,7 +140,7 @@ def test_bitlinear_step_matches_the_oracle(d_in, d_out, lanes, seed):
 @pytest.fixture(scope="module")
 def fixture_model():
     config, params = load_checkpoint(REF_SMALL / "ckpt")
-    return config, params, load_program(params, config)
+    return config, params, load_program(pack_params(config, params))
 
 
 def test_program_weights_are_the_oracle_ternary(fixture_model):
@@ -179,3 +182,57 @@ def test_bad_token_id(fixture_model):
     config, _, prog = fixture_model
     with pytest.raises(ValueError, match="token_id"):
         token_step(prog, config.vocab_size, init_state(config))
+
+
+# ----------------------------------------------------------------------------- the export
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """`mmfree demo` at toy size: (config, its float32 params, the path of its packed export)."""
+    out = tmp_path_factory.mktemp("demo")
+    setup = DemoSetup(hidden_size=8, num_hidden_layers=1, batch_size=2, seq_len=16,
+                      val_windows=4)
+    run_demo(minutes=0.02, out=out, setup=setup, progress=False)
+    config, params = load_checkpoint(out / "checkpoint", dtype=np.float32)  # as trained
+    return config, params, out / "model-ternary-packed.safetensors"
+
+
+def assert_same_program(a, b):
+    assert a.config == b.config and list(a.ternary) == list(b.ternary)
+    for name, rom in a.ternary.items():
+        other = b.ternary[name]
+        assert rom.packed.dtype == other.packed.dtype == np.uint8, name
+        np.testing.assert_array_equal(rom.packed, other.packed, name)
+        assert rom.d_in == other.d_in and rom.mean_abs.tobytes() == other.mean_abs.tobytes()
+    assert list(a.vectors) == list(b.vectors)
+    for name, x in a.vectors.items():
+        assert x.dtype == b.vectors[name].dtype == np.float32, name
+        np.testing.assert_array_equal(x, b.vectors[name], name)
+    np.testing.assert_array_equal(a.lower_bounds, b.lower_bounds)
+
+
+def test_the_demo_export_runs_as_its_float_params(demo_run):
+    """The file the demo writes, through load_packed, is the program of the float params:
+    the same ROMs and vectors, bit for bit, hence the same logits at every step and tokens."""
+    config, params, path = demo_run
+    from_file = load_program(load_packed(path))
+    from_params = load_program(pack_params(config, params))
+    assert_same_program(from_file, from_params)
+    state_a, state_b = init_state(config), init_state(config)
+    for tok in [72, 101, 108, 108, 111]:
+        logits_a, state_a = token_step(from_file, tok, state_a, lanes=7)
+        logits_b, state_b = token_step(from_params, tok, state_b, lanes=7)
+        assert logits_a.dtype == np.float32 and logits_a.tobytes() == logits_b.tobytes()
+    assert greedy_tokens(from_file, [84, 104], 6) == greedy_tokens(from_params, [84, 104], 6)
+
+
+def test_a_float64_export_of_the_fixture_is_the_fixture_program(fixture_model, tmp_path):
+    config, params, prog = fixture_model
+    save_packed(tmp_path / "m.st", pack_params(config, params), float_dtype="float64")
+    assert_same_program(load_program(load_packed(tmp_path / "m.st")), prog)
+
+
+def test_load_program_takes_a_packed_model(fixture_model):
+    config, params, _ = fixture_model
+    with pytest.raises(ValueError, match="load_program takes a PackedModel"):
+        load_program(params)

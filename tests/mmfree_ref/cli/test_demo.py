@@ -17,9 +17,9 @@ def test_demo_writes_checkpoint_export_curve_and_samples(tmp_path, capsys):
     assert (out / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     config, params = load_checkpoint(out / "checkpoint")
     assert config.hidden_size == 8 and config.vocab_size == 258
-    _, packed = load_packed(out / "model-ternary-packed.safetensors")
+    packed = load_packed(out / "model-ternary-packed.safetensors")
     w = params["model.layers.0.mlp.gate_proj.weight"].astype(np.float32)
-    assert np.array_equal(packed["model.layers.0.mlp.gate_proj.weight"].codes(),
+    assert np.array_equal(packed.ternary["model.layers.0.mlp.gate_proj.weight"].codes(),
                           absmean_ternary(w)[0])
     samples = (out / "samples.txt").read_text()
     assert all(p in samples for p in PROMPTS)

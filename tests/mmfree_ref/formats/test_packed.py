@@ -1,6 +1,7 @@
-"""mmfree_ref/formats/packed.py: the round trip is exact (codes, scales, and weight_quant(W) bit
-for bit), the bytes on disk follow packing.py's documented bit order, the size ratio is 1/16,
-and broken exports are refused with the tensor's name."""
+"""mmfree_ref/formats/packed.py: pack_params gives the oracle's codes and scales (weight_quant(W)
+bit for bit), save_packed -> load_packed is the identity, the bytes on disk follow packing.py's
+documented bit order, the size ratio is 1/16, and broken exports are refused with the tensor's
+name."""
 import json
 import tempfile
 from pathlib import Path
@@ -12,7 +13,7 @@ from hypothesis import given, strategies as st
 
 from mmfree_ref.formats.checkpoint import load_checkpoint
 from mmfree_ref.config import HGRNBitConfig, preset
-from mmfree_ref.formats.packed import FORMAT, PackedTernary, dequantize_params, load_packed, \
+from mmfree_ref.formats.packed import FORMAT, dequantize_params, load_packed, pack_params, \
     packed_sizes, save_packed
 from mmfree_ref.params import init_params, is_ternary_weight, param_shapes
 from mmfree_ref.quantize import absmean_ternary, weight_quant
@@ -45,30 +46,63 @@ def same(a, b):
     return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 
 
-@given(models(), st.sampled_from(["float32", "float64"]))
-def test_round_trip_is_exact(model, float_dtype):
-    config, params = model
+def assert_same_model(a, b):
+    """Equal configs, names in the same order, every array equal in dtype, shape and bytes."""
+    assert a.config == b.config
+    assert list(a.ternary) == list(b.ternary) and list(a.floats) == list(b.floats)
+    for name, w in a.ternary.items():
+        v = b.ternary[name]
+        assert same(w.packed, v.packed) and same(w.scale, v.scale) and w.d_in == v.d_in, name
+    for name, x in a.floats.items():
+        assert same(x, b.floats[name]), name
+
+
+def save_load(model, float_dtype="float32"):
     with tempfile.TemporaryDirectory() as d:
-        save_packed(Path(d) / "m.safetensors", config, params, float_dtype=float_dtype)
-        config2, tensors = load_packed(Path(d) / "m.safetensors")
-    assert config2 == config and list(tensors) == list(param_shapes(config))
-    dequantized = dequantize_params(tensors, dtype=params["lm_head.weight"].dtype)
+        save_packed(Path(d) / "m.safetensors", model, float_dtype=float_dtype)
+        return load_packed(Path(d) / "m.safetensors")
+
+
+@given(models(), st.sampled_from(["float32", "float64"]))
+def test_pack_params_and_round_trip_are_exact(model, float_dtype):
+    config, params = model
+    packed = save_load(pack_params(config, params), float_dtype)
+    names = list(param_shapes(config))
+    assert packed.config == config
+    assert list(packed.ternary) == [n for n in names if is_ternary_weight(n)]
+    assert list(packed.floats) == [n for n in names if not is_ternary_weight(n)]
+    dequantized = dequantize_params(packed, dtype=params["lm_head.weight"].dtype)
+    assert list(dequantized) == list(param_shapes(config))
     for name, w in params.items():
         if is_ternary_weight(name):
             t, scale = absmean_ternary(w)
-            assert np.array_equal(tensors[name].codes(), t), name
-            assert same(tensors[name].scale, scale), name            # value and dtype
-            assert same(tensors[name].dequantize(), weight_quant(w)), name
+            assert np.array_equal(packed.ternary[name].codes(), t), name
+            assert same(packed.ternary[name].scale, scale), name     # value and dtype
+            assert same(packed.ternary[name].dequantize(), weight_quant(w)), name
             assert same(dequantized[name], weight_quant(w)), name
         else:
-            assert same(tensors[name], w.astype(float_dtype).astype(np.float64)), name
+            assert same(packed.floats[name], w.astype(float_dtype)), name   # the stored dtype
+
+
+@given(models(), st.sampled_from(["float32", "float64"]))
+def test_save_then_load_is_the_identity(model, float_dtype):
+    """A model whose floats are in the storage dtype comes back bit for bit."""
+    config, params = model
+    packed = pack_params(config, {k: v.astype(float_dtype) for k, v in params.items()})
+    assert_same_model(save_load(packed, float_dtype), packed)
+
+
+def test_load_then_save_gives_the_same_file(tmp_path):
+    config, params = load_checkpoint(REF_SMALL / "ckpt")
+    save_packed(tmp_path / "a.st", pack_params(config, params), float_dtype="bfloat16")
+    save_packed(tmp_path / "b.st", load_packed(tmp_path / "a.st"), float_dtype="bfloat16")
+    assert (tmp_path / "a.st").read_bytes() == (tmp_path / "b.st").read_bytes()
 
 
 def test_reference_fixture_round_trip(tmp_path):
     config, params = load_checkpoint(REF_SMALL / "ckpt")
-    save_packed(tmp_path / "m.st", config, params, float_dtype="bfloat16")
-    _, tensors = load_packed(tmp_path / "m.st")
-    params_hat = dequantize_params(tensors)
+    save_packed(tmp_path / "m.st", pack_params(config, params), float_dtype="bfloat16")
+    params_hat = dequantize_params(load_packed(tmp_path / "m.st"))
     for name, w in params.items():
         if is_ternary_weight(name):
             assert same(params_hat[name], weight_quant(w)), name
@@ -81,7 +115,7 @@ def test_bytes_on_disk_follow_the_documented_bit_order(tmp_path):
     params = init_params(config, 0)
     # mean|W| = 2/3, so W * scale = 1.5 * W, rounded and clipped: the codes are W itself.
     params["lm_head.weight"] = np.array([[1.0, -1, 0, 1, 1, 0, -1, 0, -1]])
-    save_packed(tmp_path / "m.st", config, params)
+    save_packed(tmp_path / "m.st", pack_params(config, params))
     raw = st_lib.load_file(tmp_path / "m.st")
     # codes 01=+1, 10=-1, 00=0, first weight in the lowest bits; 9 weights -> 3 bytes, pad 00
     assert raw["lm_head.weight.packed"].tolist() == [[0b01_00_10_01, 0b00_10_00_01, 0b00_00_00_10]]
@@ -96,7 +130,7 @@ def test_sizes_from_shapes_match_the_file(tmp_path):
     config = HGRNBitConfig(vocab_size=13, hidden_size=10, num_hidden_layers=2,
                            intermediate_size=7)
     params = {k: v.astype(np.float32) for k, v in init_params(config, 1).items()}
-    save_packed(tmp_path / "m.st", config, params)
+    save_packed(tmp_path / "m.st", pack_params(config, params))
     _, _, data_start = read_header(tmp_path / "m.st")
     sizes = packed_sizes(config)
     assert (tmp_path / "m.st").stat().st_size - data_start == sizes["export"]
@@ -115,7 +149,7 @@ def test_the_1_3b_weights_pack_to_one_sixteenth():
 
 def small_export(tmp_path):
     config = HGRNBitConfig(vocab_size=5, hidden_size=6, num_hidden_layers=1, intermediate_size=3)
-    save_packed(tmp_path / "m.st", config, init_params(config, 0))
+    save_packed(tmp_path / "m.st", pack_params(config, init_params(config, 0)))
     return tmp_path / "m.st", config
 
 
@@ -175,14 +209,19 @@ def test_save_rejects_bad_input(tmp_path):
     config = HGRNBitConfig(vocab_size=5, hidden_size=6, num_hidden_layers=1, intermediate_size=3)
     params = init_params(config, 0)
     with pytest.raises(ValueError, match="float_dtype must be one of"):
-        save_packed(tmp_path / "m.st", config, params, float_dtype="F32")
+        save_packed(tmp_path / "m.st", pack_params(config, params), float_dtype="F32")
+    with pytest.raises(ValueError, match="save_packed takes a PackedModel"):
+        save_packed(tmp_path / "m.st", config)
     params.pop("lm_head.norm.weight")
     with pytest.raises(ValueError, match="missing tensor 'lm_head.norm.weight'"):
-        save_packed(tmp_path / "m.st", config, params)
+        pack_params(config, params)
     assert not (tmp_path / "m.st").exists()
 
 
 def test_packed_ternary_of_an_all_zero_weight():
-    w = PackedTernary.from_weight(np.zeros((3, 5)))
+    config = HGRNBitConfig(vocab_size=3, hidden_size=5, num_hidden_layers=1, intermediate_size=1)
+    params = init_params(config, 0)
+    params["lm_head.weight"] = np.zeros((3, 5))
+    w = pack_params(config, params).ternary["lm_head.weight"]
     assert np.array_equal(w.codes(), np.zeros((3, 5), np.int8))
     assert w.scale == 1 / 1e-5 and same(w.dequantize(), weight_quant(np.zeros((3, 5))))
