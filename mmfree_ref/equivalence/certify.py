@@ -101,7 +101,10 @@ def check_site(name, k, a, b, u):
     va = a.v[diff].astype(np.float64)
     tie = (a.q[diff].astype(np.float64) + b.q[diff]) / 2     # the .5 between the two codes
     dist = np.abs(va - tie)
-    slack = code_slack(a.x, b.x, a.norm_w, a.v, u)[diff]
+    slack = code_slack(a.x, b.x, a.norm_w, a.v, u)
+    if b.slack is not None:
+        slack = slack + b.slack
+    slack = np.broadcast_to(slack, diff.shape)[diff]
     adjacent = np.abs(a.q[diff].astype(np.int16) - b.q[diff]) == 1
     certified = int(np.sum(adjacent & (dist <= slack)))
     scale_x = max(float(np.max(np.abs(a.x))), 1e-300)

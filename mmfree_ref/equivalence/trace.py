@@ -39,6 +39,9 @@ class Site(NamedTuple):
     v: np.ndarray      # (..., d_in) pre-rounding values n * scale
     q: np.ndarray      # (..., d_in) int8: the engine's own codes, round_half_away(v) clipped
     scale: np.ndarray  # (..., 1) 127 / max|n|
+    # (..., d_in) or None: an engine's own bound on |v - v_exact(x)| where its quantizer is not
+    # float arithmetic of one rounding per operation (the FPGA's block floating point)
+    slack: np.ndarray | None = None
 
 
 @dataclass
