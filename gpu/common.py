@@ -1,4 +1,5 @@
-"""Shared helpers of the gpu/ kernels: validation against the oracle and the timing harness.
+"""Shared helpers of the gpu/ kernels: the block size, validation against the oracle and the
+timing harness.
 
 Modelled on llm.c's dev/cuda/common.h: every kernel module and the benchmark validate with
 `validate` and time with `time_launches`; nothing re-times by hand, and nothing is timed that
@@ -18,7 +19,6 @@ Timing method (why it looks the way it does):
   (read + written), given by the caller.
 """
 import math
-import os
 import statistics
 from dataclasses import asdict, dataclass
 
@@ -27,6 +27,11 @@ from numba import cuda
 from numba.cuda.core import config as _cuda_config
 
 SIMULATOR = bool(_cuda_config.ENABLE_CUDASIM)   # True under NUMBA_ENABLE_CUDASIM=1
+# Threads per block of every 1-D kernel in gpu/ (the decode stages, their weight ring and the
+# block reductions of gpu/quantize.py must agree on it). The simulator runs each thread as a
+# Python thread and each block barrier costs it per thread, so it gets one warp: the tests'
+# tiny shapes still span several threads, blocks and (with fewer rows per block) row groups.
+TPB = 32 if SIMULATOR else 256
 L2_BYTES = 50 * 2**20                           # H100 SXM L2 cache
 INT8_SENTINEL = -77                             # poison values a kernel must overwrite
 INT32_SENTINEL = -(2**31) + 7
@@ -121,7 +126,8 @@ class Timing:
 
 @cuda.jit
 def _spin(n_ms):
-    # nanosleep sleeps about the asked time (at most ~1 ms a call); one thread keeps the stream busy.
+    # nanosleep sleeps about the asked time (at most ~1 ms a call); one thread keeps the stream
+    # busy.
     for _ in range(n_ms * 20):
         cuda.nanosleep(50000)
 
@@ -136,7 +142,8 @@ def time_launches(launch, n_sets, bytes_moved, bytes_per_set=None, stream=None,
     report (defaults to bytes_moved).
     """
     if SIMULATOR:
-        raise RuntimeError("time_launches needs a real GPU: timings under the simulator mean nothing")
+        raise RuntimeError("time_launches needs a real GPU: timings under the simulator mean "
+                           "nothing")
     stream = stream or cuda.stream()
     for i in range(warmup):
         launch(i % n_sets, stream)
@@ -177,7 +184,3 @@ def copy_bandwidth(nbytes=1 << 30, repeats=20):
         raise AssertionError("copy_bandwidth: the copy did not copy")
     return t.gbps, t
 
-
-def env_flag(name):
-    """True when the environment variable `name` is set to 1/true/yes."""
-    return os.environ.get(name, "").lower() in ("1", "true", "yes")

@@ -20,10 +20,6 @@ Versions (the benchmark prints them side by side; the tests check both):
                   activation words being one 16-byte load:
                       acc = dp4a(prmt(LUT, 0, sel_s), A[h, K, s], acc),  s = 0..3
                   4 logic ops + 4 prmt per 16 weights, shared by all tokens, + 4 dp4a per token.
-                  History (gpu/bench/results, docs/benchmarks.md): v0 byte masks and two dp4a per 4
-                  weights; v1/v2 8-byte words and 4-byte activation loads, whose 64-bit address
-                  arithmetic made ~175 SASS instructions per 8 weight bytes (instruction-bound,
-                  <= 45% of the copy bandwidth); v5 16-byte loads, ~41 per 8 bytes.
 Segments: the model stacks projections that read different activations (i, f, g of the MLGRU)
 into one launch: row r uses activation set p = r // seg_rows, scales sx[p, b] and sw[p].
 Epilogue modes: STORE (out = y), ADD (out += y, the residual connection), ACC (out_i = acc).
@@ -32,11 +28,10 @@ Lane reduction: warp shuffles on the GPU, shared memory under the simulator.
 import numpy as np
 from numba import cuda
 
-from gpu.common import SIMULATOR
+from gpu.common import SIMULATOR, TPB
 from gpu.intrinsics import dp4a, ld4, ldg4, prmt
 
 STORE, ADD, ACC = 0, 1, 2
-TPB = 32 if SIMULATOR else 256      # threads per block
 MAX_TOKENS = 8
 LUT = np.int32(0x00FF0100)          # bytes: code 00 -> 0, 01 -> +1, 10 -> -1 (0xFF), 11 -> 0
 ZERO = np.int32(0)

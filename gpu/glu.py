@@ -9,9 +9,7 @@ from numba import cuda
 from mmfree_ref._checks import float_array
 
 from gpu.activations import silu
-from gpu.common import empty
-
-TPB = 128
+from gpu.common import TPB, empty
 
 
 @cuda.jit

@@ -4,8 +4,9 @@ dp4a(a, b, c): c + sum over the 4 byte lanes of a[i] * b[i], lanes as signed int
 (PTX `dp4a.s32.s32`, one instruction on sm_61 and later).
 prmt(a, b, sel): byte permute (PTX `prmt.b32`, default mode): result byte i is byte
 (sel >> 4i) & 7 of the 8-byte value b:a (bit 3 of each selector nibble, sign replication, must be
-0 here). With a = a 4-entry byte table and b = 0 it decodes four 2-bit codes in one instruction. Under NUMBA_ENABLE_CUDASIM=1 kernels
-run as Python, so the same name is bound to a Python function with the same arithmetic.
+0 here). With a = a 4-entry byte table and b = 0 it decodes four 2-bit codes in one
+instruction. Under NUMBA_ENABLE_CUDASIM=1 kernels run as Python, so the same name is bound to a
+Python function with the same arithmetic.
 """
 import numpy as np
 
@@ -75,9 +76,8 @@ else:
 # array in global memory / in global or shared memory (a generic address), as one vector load
 # (i a multiple of 4, the data 16-byte aligned). Numba has no vector loads, and four scalar
 # loads cost four address computations in 64-bit arithmetic: in the packed GEMV these, not the
-# weight decode, were most of the instructions per weight byte (SASS of v2: ~175 instructions
-# per 8-byte weight word). ldg4 reads through the non-coherent (read-only) path: the weights
-# never change during a kernel.
+# weight decode, would be most of the instructions per weight byte. ldg4 reads through the
+# non-coherent (read-only) path: the weights never change during a kernel.
 # ld4 is marked as having side effects so that the compiler cannot move it across a barrier
 # (shared memory written by other threads before cuda.syncthreads()).
 

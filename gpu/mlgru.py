@@ -20,10 +20,8 @@ from mmfree_ref._checks import float_array
 from mmfree_ref.mlgru import G_NORM_EPS
 
 from gpu.activations import sigmoid, silu, silu_grad
-from gpu.common import empty
-from gpu.quantize import ROW_RSTD, TPB as NORM_TPB
-
-TPB = 128
+from gpu.common import TPB, empty
+from gpu.quantize import ROW_RSTD
 
 
 @cuda.jit
@@ -80,9 +78,9 @@ def _make_gnorm_silu(dtype):
     @cuda.jit
     def gnorm_silu_kernel(g, weight, h, eps, y):
         b = cuda.blockIdx.x
-        sh = cuda.shared.array((1, NORM_TPB), dtype)
+        sh = cuda.shared.array((1, TPB), dtype)
         rstd = row_rstd(sh, g, b, eps)
-        for j in range(cuda.threadIdx.x, g.shape[1], NORM_TPB):
+        for j in range(cuda.threadIdx.x, g.shape[1], TPB):
             y[b, j] = ((g[b, j] * rstd) * weight[j]) * silu(h[b, j])
 
     return gnorm_silu_kernel
@@ -155,6 +153,6 @@ def gnorm_silu(g, weight, h, eps=G_NORM_EPS):
     if g.dtype not in _GNORM or h.dtype != g.dtype:
         raise ValueError(f"g and h must both be float32 or both float64, got {g.dtype}, {h.dtype}")
     y = empty(g.shape, g.dtype)
-    _GNORM[g.dtype][g.shape[0], NORM_TPB](cuda.to_device(g), cuda.to_device(weight.astype(g.dtype)),
-                                          cuda.to_device(h), g.dtype.type(eps), y)
+    _GNORM[g.dtype][g.shape[0], TPB](cuda.to_device(g), cuda.to_device(weight.astype(g.dtype)),
+                                     cuda.to_device(h), g.dtype.type(eps), y)
     return y

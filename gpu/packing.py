@@ -1,15 +1,14 @@
 """Packed ternary weights on the device: reproduces mmfree_ref.formats.packing.pack_ternary / unpack_ternary.
 
-Layout (the bit order of mmfree_ref/formats/packing.py): code 00 -> 0, 01 -> +1, 10 -> -1, 11 invalid;
-weight j of a row sits in byte j // 4 at bits 2*(j % 4) (first weight in the lowest bits).
-Packing runs along the last axis (d_in, the reduction axis); pad weights are code 00.
-
+The 2-bit codes and their bit order are mmfree_ref/formats/packing.py's (described there once).
 Two row strides:
-- the export layout: ceil(d_in / 4) bytes per row, byte for byte what mmfree_ref writes;
-- the GEMV layout (`pack_gemv`): the same bytes, each row padded with zero codes to a multiple
-  of 16 bytes and read as little-endian uint64 words: weight j in word j // 32 at bits
-  2*(j % 32). The GEMV reads a row as 16-byte chunks of 64 weights (gpu/gemv.py). The first
-  ceil(d_in / 4) bytes of every row equal the export row exactly.
+- the file's layout: ceil(d_in / 4) bytes per row, byte for byte the `packed` array of
+  mmfree_ref.formats.packed.PackedTernary (what load_packed and pack_params give);
+- the GEMV layout (`pack_gemv`, `packed_gemv_from_export`): each row of the file's layout, its
+  bytes unchanged, followed by zero bytes (code 00, weight 0) up to words_per_row(d_in)
+  little-endian uint64 words, a whole number of 16-byte chunks of 64 weights (the GEMV's
+  vector loads, gpu/gemv.py); so weight j sits in word j // 32 at bits 2*(j % 32).
+  packed_gemv_from_export derives it from the file's bytes alone: no weight is re-quantized.
 
 Kernels (one thread per output element):
   pack_kernel     t (R, d_in) int8 -> packed (R, row_bytes) uint8
@@ -23,9 +22,7 @@ from numba import cuda
 
 from mmfree_ref.formats.packing import INVALID_CODE, packed_cols
 
-from gpu.common import empty, is_device_array
-
-TPB = 256  # threads per block of the element-wise kernels
+from gpu.common import TPB, empty, is_device_array
 
 
 def words_per_row(d_in):
@@ -150,8 +147,8 @@ def unpack_ternary(packed, d_in):
 class PackedTernary:
     """A ternary weight (d_out, d_in) in the GEMV layout, with its absmean scale.
 
-    words: device (d_out, words_per_row(d_in)) uint64; scale: the float from
-    mmfree_ref.quantize.absmean_ternary (w is approximately t / scale).
+    words: device (d_out, words_per_row(d_in)) uint64; scale: the float of
+    mmfree_ref.formats.packed.PackedTernary.scale (w is approximately t / scale).
     """
     words: object
     d_out: int
@@ -171,7 +168,8 @@ def pack_gemv(t, scale=1.0):
 
 
 def packed_gemv_from_export(packed, d_in, scale=1.0):
-    """A packed export array (R, ceil(d_in/4)) uint8 (host) -> PackedTernary (validated first)."""
+    """packed: (R, ceil(d_in/4)) uint8 host array in the file's layout -> PackedTernary in the
+    GEMV layout (its rows zero-padded, layout above); ValueError on code 11 or non-zero pads."""
     if not isinstance(packed, np.ndarray):
         raise ValueError(f"packed must be a NumPy uint8 array, got {type(packed).__name__}")
     _check_packed(packed, d_in)

@@ -19,9 +19,7 @@ Outputs: q (M, D) int8 in natural order, scale (M,) and, for the GEMV, the same 
 stored at word position ((g % 4) * n128 + g // 4) * 4 + s, n128 = act_words(D) / 16: group g is
 32-bit word h = g % 4 of weight chunk K = g // 4 (64 weights, one 16-byte load), and the four
 words a chunk's word h needs are one 16-byte load too, at consecutive addresses for the
-consecutive chunks of neighbouring GEMV lanes (no shared-memory bank conflicts). (v1 of the
-layout stored the 8 words of a uint64 weight word together, 32 bytes apart between lanes; v2
-used 4-byte loads, and their 64-bit address arithmetic was most of the GEMV's instructions.)
+consecutive chunks of neighbouring GEMV lanes (no shared-memory bank conflicts).
 Rows are padded with q = 0 to a multiple of 64 elements (act_words(D) words).
 Block reductions (block_sum, block_max, and block_stats for the decode stages): warp
 shuffles on the GPU, then every thread folds the warps' partials in order (the same bits in
@@ -37,9 +35,7 @@ from numba import cuda
 from mmfree_ref._checks import float_array
 from mmfree_ref.quantize import ACT_FLOOR
 
-from gpu.common import SIMULATOR, empty, is_device_array
-
-TPB = 32 if SIMULATOR else 256   # threads per block; the simulator pays per thread
+from gpu.common import SIMULATOR, TPB, empty, is_device_array
 
 
 def act_words(d):
@@ -137,8 +133,8 @@ def _make_round_clip_int8(dtype):
     @cuda.jit(device=True)
     def round_clip_int8(v):
         """round_half_away_from_zero(v) clipped to [-128, 127], as an int (v finite), in the
-        input's precision with one conversion (v4 went through 64-bit integer conversions: four
-        slow-pipe instructions per element, a visible cost in the decode prologue)."""
+        input's precision with one conversion (64-bit integer conversions would cost four
+        slow-pipe instructions per element, a visible cost in the decode stages)."""
         a = min(abs(v), F(128))
         r = (a + magic) - magic             # round half to even (0 <= a < 2^(nmant - 1))
         if a - r == F(0.5):                 # a tie rounded down: away from zero instead

@@ -16,9 +16,7 @@ from numba import cuda
 
 from mmfree_ref._checks import float_array
 
-from gpu.common import empty
-
-TPB = 128
+from gpu.common import TPB, empty
 
 
 @cuda.jit

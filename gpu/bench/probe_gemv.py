@@ -20,7 +20,7 @@ from numba import cuda
 from mmfree_ref.bitlinear import ternary_accumulate
 
 from gpu import gemv
-from gpu.common import copy_bandwidth, mode, rotations, time_launches, validate
+from gpu.common import TPB, copy_bandwidth, mode, rotations, time_launches, validate
 from gpu.intrinsics import ldg4
 from gpu.decode.decoder import _random_linear
 from gpu.packing import pack_gemv
@@ -71,10 +71,11 @@ def probe_shape(rng, n, k, variants, copy_gbps):
         tm = time_launches(launch, n_sets, p0.nbytes)
         rows.append(dict(shape=[n, k], variant=f"{lpr}x{depth}", us=tm.median_ms * 1e3,
                          pct_copy=100 * tm.gbps / copy_gbps, host_bound=tm.host_bound))
-    out = cuda.device_array(132 * 8 * 256, np.int32)
+    n_blocks = 8 * cuda.get_current_device().MULTIPROCESSOR_COUNT     # a full device
+    out = cuda.device_array(n_blocks * TPB, np.int32)
 
     def read(i, s):
-        read_only_kernel[132 * 8, 256, s](packs[i], out)
+        read_only_kernel[n_blocks, TPB, s](packs[i], out)
 
     tm = time_launches(read, n_sets, p0.nbytes)
     rows.append(dict(shape=[n, k], variant="read_only", us=tm.median_ms * 1e3,

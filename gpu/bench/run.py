@@ -27,7 +27,7 @@ from mmfree_ref.config import preset
 from mmfree_ref.scan import mlgru_scan as ref_scan
 
 from gpu import gemm, gemv, scan
-from gpu.common import SIMULATOR, copy_bandwidth, mode, rotations, time_launches, validate
+from gpu.common import SIMULATOR, TPB, copy_bandwidth, mode, rotations, time_launches, validate
 from gpu.decode.decoder import GPUDecoder, _random_linear
 from gpu.packing import pack_gemv
 from gpu.quantize import words_from_q
@@ -72,8 +72,9 @@ def bench_gemv(rng, n, k, n_tok, copy_gbps, fp16):
         def naive(i, s):
             nk[ng, nb, s](t_sets[i], q_d, y_i)
 
-        rows.append(_run("gemv_naive", (n_tok, n, k), naive, len(t_sets), n * k + n_tok * (k + 4 * n),
-                         copy_gbps, lambda: validate(y_i, ref, f"gemv_naive {n}x{k}"), n * k))
+        rows.append(_run("gemv_naive", (n_tok, n, k), naive, len(t_sets),
+                         n * k + n_tok * (k + 4 * n), copy_gbps,
+                         lambda: validate(y_i, ref, f"gemv_naive {n}x{k}"), n * k))
     if fp16 is not None:
         mats = fp16.fp16_matrices(n, k, rotations(n * k * 2, cap=8))
         torch = fp16._torch()
@@ -83,8 +84,8 @@ def bench_gemv(rng, n, k, n_tok, copy_gbps, fp16):
             with fp16.on_stream(s):
                 torch.mm(mats[i], x) if n_tok > 1 else torch.mv(mats[i], x[:, 0])
 
-        base = _run("torch_fp16_gemv", (n_tok, n, k), mv, len(mats), n * k * 2 + n_tok * 2 * (n + k),
-                    copy_gbps, None, n * k * 2)
+        base = _run("torch_fp16_gemv", (n_tok, n, k), mv, len(mats),
+                    n * k * 2 + n_tok * 2 * (n + k), copy_gbps, None, n * k * 2)
         rows.append(base)
         for r in rows[:-1]:
             if r.get("ms"):
@@ -95,14 +96,17 @@ def bench_gemv(rng, n, k, n_tok, copy_gbps, fp16):
 
 
 def _run(name, shape, launch, n_sets, bytes_moved, copy_gbps, check, weight_bytes, repeats=50):
-    """Run once, validate (check() raises AssertionError), then time; the row for the table."""
+    """Run once, validate (check() raises AssertionError), then time; the row for the table.
+    Its "validated": True, False (failed: no time), or None without a check (the torch
+    baselines, which are what the kernels are compared with, not checked themselves)."""
     row = dict(kernel=name, shape=list(shape))
     try:
         launch(0, cuda.default_stream())
         cuda.synchronize()
+        row["validated"] = None
         if check is not None:
             row["max_abs_err"] = check()
-        row["validated"] = check is not None
+            row["validated"] = True
     except AssertionError as e:
         row.update(validated=False, failed=str(e)[:500])
         print(f"FAILED {name} {shape}: {e}", flush=True)
@@ -116,6 +120,11 @@ def _run(name, shape, launch, n_sets, bytes_moved, copy_gbps, check, weight_byte
     print(f"{name:18s} {str(shape):22s} {tm.median_ms * 1e3:9.2f} us {tm.gbps:8.0f} GB/s "
           f"{row['pct_copy']:5.1f}% copy{'  HOST-BOUND' if tm.host_bound else ''}", flush=True)
     return row
+
+
+def failed_validations(rows):
+    """The rows of kernels that failed validation: validated False (None: a baseline)."""
+    return [r for r in rows if r.get("validated") is False]
 
 
 def bench_gemm(rng, m, n, k, copy_gbps, fp16):
@@ -160,11 +169,11 @@ def bench_scan(rng, b, t, d, copy_gbps):
     f_d, c_d = cuda.to_device(f), cuda.to_device(c)
     h = cuda.device_array((b, t, d), np.float32)
     h0 = cuda.to_device(np.zeros((1, 1), np.float32))
-    grid = (b * d + scan.TPB - 1) // scan.TPB
+    grid = (b * d + TPB - 1) // TPB
     bound = 2 * (t + 1) * np.finfo(np.float32).eps * 4 * (np.abs(ref).max() + np.abs(c).max())
 
     def run(i, s):
-        scan.scan_forward_kernel[grid, scan.TPB, s](f_d, c_d, h0, False, h)
+        scan.scan_forward_kernel[grid, TPB, s](f_d, c_d, h0, False, h)
 
     return [_run("mlgru_scan_fwd", (b, t, d), run, 1, 3 * f.nbytes, copy_gbps,
                  lambda: validate(h, ref, "scan", atol=bound), 0, repeats=20)]
@@ -259,7 +268,8 @@ def plot(decode_rows, path):
     sizes = [r["size"] for r in decode_rows]
     x = np.arange(len(sizes))
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    series = [("graph_ms", "ternary, Numba-CUDA + CUDA graph"), ("floor_ms", "ternary bandwidth floor"),
+    series = [("graph_ms", "ternary, Numba-CUDA + CUDA graph"),
+              ("floor_ms", "ternary bandwidth floor"),
               ("fp16_stream_ms", "fp16 GEMVs only (weight stream)"),
               ("fp16_dense_ms", "fp16 dense, same architecture"),
               ("llama_fp16_ms", f"Llama-style fp16, KV cache {CONTEXT}")]
@@ -295,16 +305,19 @@ def table(results):
         sp = f"{r['speedup_vs_fp16']:.2f}x" if r.get("speedup_vs_fp16") else ""
         lines.append(f"| {r['kernel']} | {r['shape']} | {r['ms'] * 1e3:.1f} | {r['gbps']:.0f} | "
                      f"{r['pct_copy']:.1f} | {r['weight_gbps']:.0f} | {f16} | {sp} |")
-    lines += ["", "| size | kernels/step | graph (ms) | eager (ms) | floor (ms) | fp16 stream (ms) | "
-              "fp16 dense (ms) | Llama fp16 (ms) | speed-up vs best fp16 | ternary weights (GB) | "
-              "fp16 weights (GB) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| size | kernels/step | graph (ms) | eager (ms) | floor (ms) | "
+              "fp16 stream (ms) | fp16 dense (ms) | Llama fp16 (ms) | speed-up vs best fp16 | "
+              "ternary weights (GB) | fp16 weights (GB) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["decode"]:
         lines.append(
-            f"| {r['size']} | {r['kernels_per_step']} | {r['graph_ms']:.3f} | {r['eager_ms']:.2f} | "
-            f"{r['floor_ms']:.3f} | {r.get('fp16_stream_ms', float('nan')):.3f} | "
+            f"| {r['size']} | {r['kernels_per_step']} | {r['graph_ms']:.3f} | "
+            f"{r['eager_ms']:.2f} | {r['floor_ms']:.3f} | "
+            f"{r.get('fp16_stream_ms', float('nan')):.3f} | "
             f"{r.get('fp16_dense_ms', float('nan')):.3f} | "
-            f"{r.get('llama_fp16_ms', float('nan')):.3f} | {r.get('speedup_vs_best_fp16', float('nan')):.2f}x | "
-            f"{r['weight_bytes'] / 1e9:.3f} | {r.get('fp16_dense_weight_bytes', float('nan')) / 1e9:.2f} |")
+            f"{r.get('llama_fp16_ms', float('nan')):.3f} | "
+            f"{r.get('speedup_vs_best_fp16', float('nan')):.2f}x | {r['weight_bytes'] / 1e9:.3f} | "
+            f"{r.get('fp16_dense_weight_bytes', float('nan')) / 1e9:.2f} |")
     return "\n".join(lines)
 
 
@@ -319,7 +332,8 @@ def main(argv=None):
                     help="skip gpu.bench.bitplane (run by default when present)")
     args = ap.parse_args(argv)
     if SIMULATOR:
-        raise SystemExit("python -m gpu.bench needs a real GPU (timings under the simulator mean nothing)")
+        raise SystemExit("python -m gpu.bench needs a real GPU (timings under the simulator mean "
+                         "nothing)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     fp16 = None
@@ -349,7 +363,7 @@ def main(argv=None):
     (out / "bench_table.md").write_text(text + "\n")
     json.dump(results, open(out / "bench.json", "w"), indent=1)
     print(text, flush=True)
-    failed = [r for r in results["kernels"] if r.get("validated") is False]
+    failed = failed_validations(results["kernels"])
     if not args.no_bitplane and importlib.util.find_spec("gpu.bench.bitplane") is not None:
         from gpu.bench import bitplane as bench_bitplane
         bench_bitplane.main(out / "bitplane")

@@ -1,43 +1,62 @@
 """The GPU MatMul-free LM for decoding: reproduces mmfree_ref.decode.decode_step and the
-"decoder" interface of mmfree_ref/generation/generate.py (prefill / step), on gpu/decode/stages.py's stage kernels.
+"decoder" interface of mmfree_ref/generation/generate.py (prefill / step), on
+gpu/decode/stages.py's stage kernels.
 
     dec = GPUDecoder(params, config)        # params: the oracle's {checkpoint name: array}
+    dec = GPUDecoder.from_packed(model)     # model: a mmfree_ref.formats.packed.PackedModel
     logits = dec.prefill(ids)               # ids (B, T) int -> logits (B, V) of the last token
     logits = dec.step(ids_t)                # ids_t (B,) int -> logits (B, V); state advances
 
-Weights: each BitLinear weight is quantized once on the host by the oracle
-(mmfree_ref.quantize.absmean_ternary), packed to 2 bits (gpu/packing.py, GEMV layout) and kept
-on the device with its scale; the MLGRU's i, f, g projections are stacked into one matrix
-(one launch, three activation sets) with their rows interleaved i_0, f_0, g_0, i_1, ... (its
-stage epilogue computes the MLGRU from row triples), and the rows of the GLU's gate_proj
-gate_0, u_0, gate_1, u_1, ... (its epilogue forms silu(gate) u from row pairs). Embeddings
-and norm weights stay float32.
-A step is 4 L + 2 kernels (gpu/decode/stages.py); with use_graph (default) they are captured once per
-batch size into a CUDA graph (gpu/decode/graph.py) and each step is one graph launch. The prefill runs
-the prompt through the same step, token by token (the model is recurrent: the state after the
-prompt is the same; a chunked-scan prefill over gpu/gemm.py + gpu/mlgru.py is not wired here).
+Weights: each BitLinear weight's 2-bit codes and scale come from mmfree_ref.formats.packed
+(pack_params of the checkpoint's floats, or a loaded packed export), are moved to the GEMV
+layout (gpu/packing.py) and kept on the device; the MLGRU's i, f, g projections are stacked
+into one matrix (one launch, three activation sets) with their rows interleaved i_0, f_0, g_0,
+i_1, ... (its stage epilogue computes the MLGRU from row triples), and the rows of the GLU's
+gate_proj gate_0, u_0, gate_1, u_1, ... (its epilogue forms silu(gate) u from row pairs).
+Embeddings and norm weights stay float32.
+A step is 4 L + 2 kernels (gpu/decode/stages.py, listed by GPUDecoder._plan as Stage records);
+with use_graph (default) they are captured once per batch size into a CUDA graph
+(gpu/decode/graph.py) and each step is one graph launch. The prefill runs the prompt through
+the same step, token by token (the model is recurrent: the state after the prompt is the same;
+a chunked-scan prefill over gpu/gemm.py + gpu/mlgru.py is not wired here).
 Precision: float32 activations, exact int8 x ternary products; the logits agree with the float64
 oracle within the bound measured and asserted in tests/gpu/decode/test_decoder.py.
 `GPUDecoder.random(config)` builds a model of any size with random ternary weights (benchmarks).
 """
+from typing import NamedTuple
+
 import numpy as np
 from numba import cuda
 
-from mmfree_ref.bitlinear import BITLINEAR_EPS  # noqa: F401  (documented in gpu/decode/stages.py)
+from mmfree_ref.formats.packed import PackedModel, pack_params
 from mmfree_ref.mlgru import G_NORM_EPS
 from mmfree_ref.model import layer_lower_bounds
 from mmfree_ref.params import param_shapes
-from mmfree_ref.quantize import absmean_ternary
 
 from gpu.decode import stages
+from gpu.decode.stages import StageArgs, StageOptions, StageShape
 from gpu.common import SIMULATOR
 from gpu.decode.graph import CudaGraph
-from gpu.packing import PackedTernary, count_invalid, pack_gemv, words_per_row
+from gpu.packing import PackedTernary, count_invalid, packed_gemv_from_export, words_per_row
 from gpu.quantize import act_words
 
 F32 = np.float32
 NEXT_OF = {stages.NORM2: stages.NEXT_NORM2, stages.GLU: stages.NEXT_GLU,
            stages.MLGRU: stages.NEXT_MLGRU}     # a stage's mode -> its predecessor's epilogue
+
+
+class Stage(NamedTuple):
+    """One stage kernel of a decode step, as GPUDecoder._plan lists them (B = batch)."""
+    kind: str            # "ifg", "o", "gate", "down" or "head"
+    linear: object       # its _Linear: packed weights, scales, BitLinear norms
+    mode: int            # phase mode: stages.NORM2, MLGRU or GLU
+    x: object            # (B, d_in) float32 device array: the input
+    pre_w: object        # (d_in,) the phase's norm weights (attn_norm, g_norm, mlp_norm, ...)
+    pre_eps: float       # their epsilon
+    state: object        # ifg: the layer's MLGRU state h (B, D), which its epilogue updates
+    layer: dict | None   # ifg: the layer (lower bound lb, has_lb); else None
+    out_mode: int        # stages.STORE or stages.ADD (the residual)
+    out: object          # (B, rows) float32 device array
 
 
 class _Linear:
@@ -54,23 +73,21 @@ class _Linear:
         self.seg_rows = 1 if interleaved else packed.d_out // self.n_sets
 
 
-def _ternary(w):
-    t, scale = absmean_ternary(np.asarray(w, np.float64))
-    return t, float(scale)
-
-
-def interleave_rows(t, k):
-    """t (k n, d) = [A_0; ...; A_{k-1}] -> rows A_0[0], ..., A_{k-1}[0], A_0[1], ...: row
+def interleave_rows(rows, k):
+    """rows (k n, c) = [A_0; ...; A_{k-1}] -> rows A_0[0], ..., A_{k-1}[0], A_0[1], ...: row
     k j + s is row j of A_s, so that one stage epilogue sees the k rows of element j together
-    (gpu/decode/stages.py: NEXT_GLU pairs gate and u, NEXT_MLGRU the triple i, f, g)."""
-    return np.stack(np.split(t, k), axis=1).reshape(t.shape)
+    (gpu/decode/stages.py: NEXT_GLU pairs gate and u, NEXT_MLGRU the triple i, f, g). Any
+    dtype: the decoder moves whole packed rows (uint8), which leaves every code as it is."""
+    return np.stack(np.split(rows, k), axis=1).reshape(rows.shape)
 
 
-def _linear_from_params(weights, norm_weights, interleave=1):
-    """interleave: k > 1 stacks the k projections' rows interleaved (interleave_rows)."""
-    ts, scales = zip(*(_ternary(w) for w in weights))
-    t = interleave_rows(np.concatenate(ts), interleave)
-    return _Linear(pack_gemv(t), scales, norm_weights, interleaved=interleave > 1)
+def _linear_from_packed(weights, norm_weights, interleave=1):
+    """weights: [mmfree_ref.formats.packed.PackedTernary] of one d_in, their bytes in the file's
+    layout -> _Linear in the GEMV layout (gpu/packing.py); interleave: k > 1 stacks the
+    projections' rows interleaved (interleave_rows)."""
+    rows = interleave_rows(np.concatenate([w.packed for w in weights]), interleave)
+    return _Linear(packed_gemv_from_export(rows, weights[0].d_in),
+                   [float(w.scale) for w in weights], norm_weights, interleaved=interleave > 1)
 
 
 @cuda.jit
@@ -105,13 +122,20 @@ def _random_linear(rng, d_out, d_in, n_sets=1, interleaved=False):
     return _Linear(packed, scales, norms, interleaved)
 
 
+def _require_cuda():
+    # checked before any device call: numba's own error is a driver traceback
+    if not cuda.is_available():
+        raise ValueError("no CUDA GPU is available here (numba.cuda.is_available() is "
+                         "False): use --device cpu, or NUMBA_ENABLE_CUDASIM=1 to simulate")
+
+
 class GPUDecoder:
     """Token-by-token decoding on the GPU; see the module docstring for the interface."""
 
     def __init__(self, params, config, use_graph=True, _layers=None):
-        if not cuda.is_available():   # checked first: numba's own error is a driver traceback
-            raise ValueError("no CUDA GPU is available here (numba.cuda.is_available() is "
-                             "False): use --device cpu, or NUMBA_ENABLE_CUDASIM=1 to simulate")
+        """params: {checkpoint name: float array}; the weights are pack_params(config, params),
+        the same codes and scales as the packed export of params (from_packed)."""
+        _require_cuda()
         config.check_supported()
         self.config, self.use_graph = config, use_graph
         d, L = config.hidden_size, config.num_hidden_layers
@@ -119,44 +143,56 @@ class GPUDecoder:
             missing = [k for k in param_shapes(config) if k not in params]
             if missing:
                 raise ValueError(f"params lacks {len(missing)} checkpoint names, e.g. {missing[0]}")
-            _layers = self._build_from_params(params, config)
+            _layers = self._build_from_packed(pack_params(config, params))
         self.emb, self.norms, self.layers, self.head, self.lbs = _layers
         self.state = [cuda.to_device(np.zeros((1, d), F32)) for _ in range(L)]
         self._batch, self._graph = None, None
         self.stream = cuda.stream()
 
     # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def from_packed(cls, model, use_graph=True):
+        """model: a mmfree_ref.formats.packed.PackedModel (load_packed of an export, or
+        pack_params) -> a decoder on its 2-bit codes and scales as they are."""
+        if not isinstance(model, PackedModel):
+            raise ValueError(f"from_packed takes a PackedModel (mmfree_ref.formats.packed."
+                             f"load_packed or pack_params), got {type(model).__name__}")
+        _require_cuda()
+        return cls(None, model.config, use_graph, cls._build_from_packed(model))
+
     @staticmethod
-    def _build_from_params(params, config):
+    def _build_from_packed(model):
+        """PackedModel -> (emb, norms, layers, head, lbs) on the device."""
+        config, w, v = model.config, model.ternary, model.floats
         L, d = config.num_hidden_layers, config.hidden_size
-        lbs = (layer_lower_bounds(np.asarray(params["model.lower_bounds"], np.float64))
+        lbs = (layer_lower_bounds(np.asarray(v["model.lower_bounds"], np.float64))
                if config.use_lower_bound else None)
+        dev = lambda x: cuda.to_device(np.asarray(x, F32))   # noqa: E731
         layers = []
         for i in range(L):
-            p = lambda k: params[f"model.layers.{i}.{k}"]   # noqa: E731
+            p = f"model.layers.{i}."
             layers.append(dict(
-                ifg=_linear_from_params([p(f"attn.{n}_proj.weight") for n in "ifg"],
-                                        [p(f"attn.{n}_proj.norm.weight") for n in "ifg"],
+                ifg=_linear_from_packed([w[p + f"attn.{n}_proj.weight"] for n in "ifg"],
+                                        [v[p + f"attn.{n}_proj.norm.weight"] for n in "ifg"],
                                         interleave=3),
-                o=_linear_from_params([p("attn.o_proj.weight")], [p("attn.o_proj.norm.weight")]),
-                gate=_linear_from_params([p("mlp.gate_proj.weight")],
-                                         [p("mlp.gate_proj.norm.weight")], interleave=2),
-                down=_linear_from_params([p("mlp.down_proj.weight")],
-                                         [p("mlp.down_proj.norm.weight")]),
-                attn_norm=cuda.to_device(np.asarray(p("attn_norm.weight"), F32)),
-                mlp_norm=cuda.to_device(np.asarray(p("mlp_norm.weight"), F32)),
-                g_norm=cuda.to_device(np.asarray(p("attn.g_norm.weight"), F32)),
-                lb=cuda.to_device((lbs[i] if lbs is not None and i > 0
-                                   else np.zeros(d)).astype(F32)),
+                o=_linear_from_packed([w[p + "attn.o_proj.weight"]],
+                                      [v[p + "attn.o_proj.norm.weight"]]),
+                gate=_linear_from_packed([w[p + "mlp.gate_proj.weight"]],
+                                         [v[p + "mlp.gate_proj.norm.weight"]], interleave=2),
+                down=_linear_from_packed([w[p + "mlp.down_proj.weight"]],
+                                         [v[p + "mlp.down_proj.norm.weight"]]),
+                attn_norm=dev(v[p + "attn_norm.weight"]), mlp_norm=dev(v[p + "mlp_norm.weight"]),
+                g_norm=dev(v[p + "attn.g_norm.weight"]),
+                lb=dev(lbs[i] if lbs is not None and i > 0 else np.zeros(d)),
                 has_lb=bool(lbs is not None and i > 0)))
-        head = _linear_from_params([params["lm_head.weight"]], [params["lm_head.norm.weight"]])
-        emb = cuda.to_device(np.asarray(params["model.embeddings.weight"], F32))
-        norms = cuda.to_device(np.asarray(params["model.norm.weight"], F32))
-        return emb, norms, layers, head, lbs
+        head = _linear_from_packed([w["lm_head.weight"]], [v["lm_head.norm.weight"]])
+        return (dev(v["model.embeddings.weight"]), dev(v["model.norm.weight"]), layers, head,
+                lbs)
 
     @classmethod
     def random(cls, config, seed=0, use_graph=True):
         """A decoder with random packed ternary weights of config's shapes (for benchmarks)."""
+        _require_cuda()
         rng = np.random.default_rng(seed)
         d, n, v = config.hidden_size, config.intermediate, config.vocab_size
         ones = lambda k: cuda.to_device(rng.uniform(0.5, 1.5, k).astype(F32))   # noqa: E731
@@ -204,7 +240,9 @@ class GPUDecoder:
         return 4 * self.config.num_hidden_layers + 2
 
     # ---- the step -----------------------------------------------------------------------
-    def _buffers(self, batch):
+    def _buffers(self, batch, opts=StageOptions()):
+        """Device buffers of a step for `batch` sequences; opts (gpu/decode/stages.py
+        StageOptions): the stage variant whose grid `part` must hold."""
         c = self.config
         d, n, v = c.hidden_size, c.intermediate, c.vocab_size
         z = lambda *s: cuda.to_device(np.zeros(s, F32))   # noqa: E731
@@ -218,7 +256,7 @@ class GPUDecoder:
         # activation words of one stage, and one grid-barrier counter per launch
         # (rows: the stage grid or the embedding's; under the simulator the latter is the
         # only multi-block grid, and tests the folding of rows)
-        rows = max(stages.max_blocks(), stages.embed_blocks(d))
+        rows = max(stages.max_blocks(opts), stages.embed_blocks(d))
         self.part = z(rows, stages.MAX_TOKENS, stages.N_STATS)
         act = max(lin.n_sets * act_words(lin.packed.d_in) for lin in self.linears())
         self.actg = cuda.to_device(np.zeros(batch * act, np.int32))
@@ -229,48 +267,60 @@ class GPUDecoder:
         self._graph = None
 
     def _plan(self):
-        """The stages of one step, in order: (kind, linear, mode, x, pre_w, pre_eps, state,
-        layer, out_mode, out), kind being "ifg", "o", "gate", "down" or "head"; state and
-        layer (its lower bound) are the MLGRU's, for the ifg stage, whose epilogue updates h."""
+        """The stages of one step, in order: a list of Stage (4 per layer, then the head)."""
         eps, d = self.config.rms_norm_eps, self._dummy
+        plan = []
         for i, layer in enumerate(self.layers):
-            yield ("ifg", layer["ifg"], stages.NORM2, self.res, layer["attn_norm"], eps,
-                   self.state[i], layer, stages.STORE, self.ifg)
-            yield ("o", layer["o"], stages.MLGRU, self.t, layer["g_norm"], G_NORM_EPS, d, None,
-                   stages.ADD, self.res)
-            yield ("gate", layer["gate"], stages.NORM2, self.res, layer["mlp_norm"], eps, d, None,
-                   stages.STORE, self.gu)
-            yield ("down", layer["down"], stages.GLU, self.gu, d[0], eps, d, None, stages.ADD,
-                   self.res)
-        yield ("head", self.head, stages.NORM2, self.res, self.norms, eps, d, None, stages.STORE,
-               self.logits)
+            plan += [
+                Stage("ifg", layer["ifg"], stages.NORM2, self.res, layer["attn_norm"], eps,
+                      self.state[i], layer, stages.STORE, self.ifg),
+                Stage("o", layer["o"], stages.MLGRU, self.t, layer["g_norm"], G_NORM_EPS, d,
+                      None, stages.ADD, self.res),
+                Stage("gate", layer["gate"], stages.NORM2, self.res, layer["mlp_norm"], eps, d,
+                      None, stages.STORE, self.gu),
+                Stage("down", layer["down"], stages.GLU, self.gu, d[0], eps, d, None,
+                      stages.ADD, self.res)]
+        plan.append(Stage("head", self.head, stages.NORM2, self.res, self.norms, eps, d, None,
+                          stages.STORE, self.logits))
+        return plan
 
-    def _launch_step(self, s, kinds=None):
-        """Enqueue one decode step (4 L + 2 kernels) on stream s; with kinds (a set of stage
-        kinds, gpu/bench/probe_stages.py), only the stages of those kinds (timing only: their
-        inputs are then not what a step would give them)."""
-        plan = list(self._plan())
-        first = plan[0]
-        n_part = stages.launch_embed(s, self.ids, self.emb, self.res, first[4],
-                                     first[1].post_w, self.part)
+    def _stage_call(self, stage, nxt, site, n_part):
+        """(StageShape, StageArgs) of the Stage `stage`, followed by the Stage `nxt` (None
+        after the head), at launch site `site` (its barrier counter), after a kernel that
+        wrote n_part rows of partial statistics."""
+        lin = stage.linear
+        # what this stage's epilogue forms for the next stage (its input's statistics,
+        # and for GLU and MLGRU stages the input itself)
+        if nxt is None:
+            nxt_kind, nxt_lin, nxt_pre = stages.NEXT_NONE, lin, stage.pre_w
+        else:
+            nxt_kind, nxt_lin, nxt_pre = NEXT_OF[nxt.mode], nxt.linear, nxt.pre_w
+        layer = stage.layer
+        shape = StageShape(self._batch, lin.n_sets, lin.packed.d_in, stage.mode, nxt_kind,
+                           nxt_lin.n_sets)
+        args = StageArgs(
+            w32=lin.words, sw=lin.sw, seg_rows=lin.seg_rows, x=stage.x, pre_w=stage.pre_w,
+            pre_eps=F32(stage.pre_eps), post_w=lin.post_w, state=stage.state,
+            lb=layer["lb"] if layer is not None else self._dummy[0],
+            has_lb=layer["has_lb"] if layer is not None else False, out_mode=stage.out_mode,
+            out=stage.out, part=self.part, n_part=n_part, actg=self.actg,
+            bar=self.bars[site:site + 1], nxt_pre_w=nxt_pre, nxt_post_w=nxt_lin.post_w,
+            t_out=self.t if nxt_kind == stages.NEXT_MLGRU else self._dummy)
+        return shape, args
+
+    def _launch_step(self, s, kinds=None, opts=StageOptions()):
+        """Enqueue one decode step (4 L + 2 kernels) on stream s, with the stage kernels of
+        variant opts (StageOptions); with kinds (a set of stage kinds,
+        gpu/bench/probe_stages.py), only the stages of those kinds (timing only: their inputs
+        are then not what a step would give them)."""
+        plan = self._plan()
+        n_part = stages.launch_embed(s, self.ids, self.emb, self.res, plan[0].pre_w,
+                                     plan[0].linear.post_w, self.part)
         for site, (stage, nxt) in enumerate(zip(plan, plan[1:] + [None])):
-            kind, lin, mode, x, pre_w, pre_eps, state, layer, out_mode, out = stage
-            if kinds is not None and kind not in kinds:
+            if kinds is not None and stage.kind not in kinds:
                 continue
-            # what this stage's epilogue forms for the next stage (its input's statistics,
-            # and for GLU and MLGRU stages the input itself)
-            if nxt is None:
-                nxt_kind, nxt_lin, nxt_pre = stages.NEXT_NONE, lin, pre_w
-            else:
-                nxt_kind, nxt_lin, nxt_pre = NEXT_OF[nxt[2]], nxt[1], nxt[4]
-            lb = layer["lb"] if layer is not None else self._dummy[0]
-            has_lb = layer["has_lb"] if layer is not None else False
-            bar = self.bars[site:site + 1]      # this launch's own barrier counter
-            n_part = stages.launch_stage(
-                s, self._batch, lin.n_sets, lin.packed.d_in, mode, nxt_kind, nxt_lin.n_sets,
-                (lin.words, lin.sw, lin.seg_rows, x, pre_w, F32(pre_eps), lin.post_w, state, lb,
-                 has_lb, out_mode, out, self.part, n_part, self.actg, bar, nxt_pre,
-                 nxt_lin.post_w, self.t if nxt_kind == stages.NEXT_MLGRU else self._dummy))
+            shape, args = self._stage_call(stage, nxt, site, n_part)
+            n_part = stages.launch_stage(s, shape, args, opts)
 
     def _check_ids(self, ids_t):
         ids_t = np.asarray(ids_t)
@@ -325,8 +375,3 @@ class GPUDecoder:
         for t in range(ids.shape[1]):
             logits = self.step(ids[:, t])
         return logits
-
-
-def simulated():
-    """True when running under the CUDA simulator (graphs are replayed as Python then)."""
-    return SIMULATOR

@@ -19,19 +19,23 @@ replays of a CUDA graph):
 The block's writes reach the other blocks through the PTX memory model's release/acquire
 pattern: bar.sync orders them before thread 0's release, the acquire load that sees every
 block's increment orders what follows it, and the second bar.sync hands that on to the block
-(the pattern of CUTLASS's GenericBarrier). v2 of this barrier fenced with membar.gl (a
-sequentially consistent fence) before the increment and after the spin instead.
+(the pattern of CUTLASS's GenericBarrier).
 
 Every launch that shares a counter must have the same grid size (give each launch site its
-own). Measured on the H100 with 264 blocks: ~2.5 us per barrier in v2, ~0.5 us less in v3,
-this version (scfence in gpu/bench/results/probe_run13_v8.json; docs/benchmarks.md). v1 of this
-barrier took its target from the atomic's reply instead of the count read at kernel start;
-that saves one dependent round trip on paper, but made no measurable difference
-(gpu/bench/results/probe_run9_atomic_bps1.json).
+own). It deadlocks unless all blocks are resident at once: launch at most
+`resident_blocks(...)` blocks (gpu/decode/stages.py does), and never more than one block under
+the CUDA simulator, which runs blocks one after another (with one block the count is reached
+at once).
 
-It deadlocks unless all blocks are resident at once: launch at most `resident_blocks(...)`
-blocks (gpu/decode/stages.py does), and never more than one block under the CUDA simulator, which
-runs blocks one after another (with one block the count is reached at once).
+BARRIERS names every barrier with grid_sync's arguments (StageOptions.barrier of
+gpu/decode/stages.py; gpu/bench/probe_stages.py times them): grid_sync, two older versions of
+it that still run, and a block barrier:
+  grid_sync_atomic   the target from the reply of an atomic add instead of the count read at
+                     kernel start, with membar.gl (cuda.threadfence) before and after
+  grid_sync_scfence  the count read at kernel start, an atomic add, membar.gl before the
+                     increment and after the spin instead of release / acquire
+  block_sync         only the block barrier: no grid-wide order at all, for timing what the
+                     grid barrier costs (the results are then wrong)
 """
 import numpy as np
 from numba import cuda
@@ -125,6 +129,44 @@ def grid_sync(bar, base, k):
         while ld_acquire(bar, 0) < target:
             pass
     cuda.syncthreads()
+
+
+@cuda.jit(device=True)
+def grid_sync_atomic(bar, base, k):
+    """grid_sync with the target taken from the atomic's reply (base and k unused): the block
+    arrives at the multiple of gridDim above the count it found."""
+    cuda.syncthreads()
+    if cuda.threadIdx.x == 0:
+        n = np.uint64(cuda.gridDim.x)
+        cuda.threadfence()
+        old = cuda.atomic.add(bar, 0, ONE)
+        while ld_acquire(bar, 0) < (old // n + ONE) * n:
+            pass
+        cuda.threadfence()
+    cuda.syncthreads()
+
+
+@cuda.jit(device=True)
+def grid_sync_scfence(bar, base, k):
+    """grid_sync with sequentially consistent fences (membar.gl) around a plain atomic add."""
+    cuda.syncthreads()
+    if cuda.threadIdx.x == 0:
+        cuda.threadfence()
+        cuda.atomic.add(bar, 0, ONE)
+        while ld_acquire(bar, 0) < base + np.uint64(k) * np.uint64(cuda.gridDim.x):
+            pass
+        cuda.threadfence()
+    cuda.syncthreads()
+
+
+@cuda.jit(device=True)
+def block_sync(bar, base, k):
+    """Only a block barrier (timing probes: what the grid barrier costs)."""
+    cuda.syncthreads()
+
+
+BARRIERS = {"grid": grid_sync, "atomic": grid_sync_atomic, "scfence": grid_sync_scfence,
+            "block": block_sync}
 
 
 def resident_blocks(dispatcher, args, block):

@@ -14,19 +14,12 @@ sequence; no thread reads another's slots, so no block barrier guards them):
                       thread read in the previous step (its values are in registers and
                       used), so the copy cannot overwrite what it still needs
 
-Why: the stage kernels of v10 streamed their weights through registers (gpu/gemv.py's
-make_row_streamer, 2-4 chunks per thread in flight, ~32 KB per SM with 2 blocks of 256
-threads, about what the DRAM latency at full bandwidth needs on the H100), and only the first
-two chunks could be requested before the grid barrier. The ring keeps 2 (RING - 1) chunks per
-thread in flight without holding registers, and ring_start, called at kernel start, has them
-on their way during the fold, the quantization and the grid barrier. Measured on the H100
-(docs/benchmarks.md): it pays where a block streams many row groups (13B's gate projection,
-7 per block: 24.0 against 26.5 us per kernel), and costs ~0.3-0.8 us per kernel on short
-streams (~20% more instructions per weight byte: a step's bookkeeping and a second loop
-branch). Neither more slots (RING 5: 64 KB per SM in flight, against 32 KB at 3) nor the
-start before the barrier (the `late` probe variant, which starts it after: 13B 3.00 against
-2.94 ms, 1.3B 0.91 against 0.93) moved much, so the stream was not short of bytes in flight;
-the stages' fixed costs dominate (docs/benchmarks.md).
+Why shared memory and not registers: the ring keeps 2 (RING - 1) 16-byte chunks per thread in
+flight without holding registers (the stage kernel has none to spare: gpu/decode/stages.py), and
+ring_start, called at kernel start, has them on their way during the fold, the quantization
+and the grid barrier, which do not read the weights (StageOptions.ring_start "late" starts it
+after the barrier instead). A step's bookkeeping is a few additions and comparisons, paid once
+per 32 weight bytes.
 
 Past the end of the weights (rows past the last, in the last row group, and every step after
 the thread's last) a thread issues nothing but still commits (an empty group), so that every
@@ -37,12 +30,11 @@ chunk in a row (lane >= chunks per row: tiny rows) issues nothing at all.
 import numpy as np
 from numba import cuda
 
-from gpu.gemv import TPB               # the stage kernels' block size (gpu/decode/stages.py)
+from gpu.common import TPB             # the stage kernels' block size (gpu/decode/stages.py)
 from gpu.intrinsics import cp_async16, cp_async_commit, cp_async_wait, lds4
 
 RING = 3        # slots per thread, each two chunks: RING * TPB * 32 bytes of shared memory
-                # (24 KB; 5, the most under the 48 KB of static shared memory a block may
-                # have, was no faster: gpu/bench/results/probe_run17_ring5.json, probe_run18_grid)
+                # (24 KB; at most 5 fit in the 48 KB of static shared memory a block may have)
 
 
 def make_ring(rows_per_block, lpr, n_slots=RING):

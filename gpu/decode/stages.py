@@ -31,24 +31,11 @@ at once, at most BLOCKS_PER_SM per SM, no more than the weights have row groups)
      The epilogue's operands (norm weights, the residual) are loaded before the row's stream.
      Every block has folded this kernel's partials (step 3) before any passes the barrier of
      step 5, so overwriting them here is safe.
-History: v1-v5 of this file had no grid barrier, so every block recomputed steps 2-4 for the
-whole vector in shared memory; that redundant prologue was most of a stage's time (~10 us per
-kernel at 1.3B, 20-60 us at 13B: docs/benchmarks.md, gpu/bench/results/probe_run*.json). v6 computed
-each element once per step, at the price of two grid barriers per kernel (~2.5 us each): a 13B
-step went from 5.88 to 3.85 ms, 1.3B from 1.36 to 1.27 ms, 370M from 0.80 to 1.03 ms. v7 moved
-the NORM2 and GLU stages' statistics into the previous epilogue (one barrier in three stages of
-four): 13B 3.25 ms, 1.3B 0.99 ms, 370M 0.86 ms. v8 did the MLGRU in the ifg epilogue, so
-that no stage has a phase of its own before the fold and every stage one barrier, and the
-barrier lost its two membar.gl fences: 13B 3.12 ms, 1.3B 0.88 ms, 370M 0.78 ms; but its ifg
-stage, with a block barrier per pass to hand the triples over, took 23.9 us per kernel at
-13B (v7: 18.5). v9 loaded the epilogue's operands early (no measurable change); v10 (this
-version) computes the triples after all passes: ifg 19.8 us, 13B 3.04 ms, 1.3B 0.91 ms, 370M
-0.76 ms (docs/benchmarks.md, gpu/bench/results/probe_run13-15, bench_run10-12). v11 (this version)
-streams the weights through the shared-memory ring of gpu/decode/ring.py instead of registers (two
-chunks per lane per pipeline step, requested before the current two are used): against v10
-in the same runs, 13B 2.91 against 3.04 ms (the gate projection, 7 row groups per block, 24.0
-against 26.5 us per kernel), but 2.7B 1.37-1.38 against 1.33-1.34 ms and 1.3B 0.91-0.92
-against 0.90-0.91 ms (gpu/bench/results/probe_run20_ab_v10.json, bench_run15_v11.json).
+Variants (StageOptions, a builder parameter; gpu/bench/probe_stages.py times them, and only the
+defaults compute the step): phase=False skips steps 2-4, gemv=False the row groups of 5-6,
+barrier the grid barrier of step 5 (gpu/decode/gridsync.py's BARRIERS), blocks_per_sm and grid
+the grid, ring and ring_start the weight ring's slots and its start (after the barrier:
+"late"), lanes_per_row the lanes that share a row.
 Phase modes (the oracle's code they reproduce, mmfree_ref/model.py, mlgru.py, glu.py):
   NORM2   v = rmsnorm(x, pre_w, pre_eps)                 attn_norm / mlp_norm / model.norm
   MLGRU   v = rmsnorm(g, g_norm, 1e-6) * silu(h), from x = t and sum g^2 (fold_partials)
@@ -65,6 +52,7 @@ plus `embed` (res = embeddings[ids], and the first ifg's partials) before the la
 (NORM2 with model.norm, lm_head) after: 4 L + 2 kernels per token.
 """
 import math
+from typing import NamedTuple
 
 import numpy as np
 from numba import cuda, typeof
@@ -72,9 +60,10 @@ from numba import cuda, typeof
 from mmfree_ref.bitlinear import BITLINEAR_EPS
 from mmfree_ref.quantize import ACT_FLOOR
 
-from gpu.common import SIMULATOR
-from gpu.gemv import ADD, MAX_TOKENS, STORE, TPB, lane_sum, lanes_per_row, make_chunk_dot
-from gpu.decode.gridsync import grid_epoch, grid_sync, resident_blocks
+from gpu.activations import sigmoid32, silu32
+from gpu.common import SIMULATOR, TPB
+from gpu.gemv import ADD, MAX_TOKENS, STORE, lane_sum, lanes_per_row, make_chunk_dot
+from gpu.decode.gridsync import BARRIERS, grid_epoch, resident_blocks
 from gpu.quantize import ROUND_CLIP_INT8, _element_of, _word_position, act_words, block_stats
 from gpu.decode.ring import RING, make_ring, ring_words
 
@@ -88,22 +77,83 @@ F32 = np.float32
 EPS_BL, FLOOR, C127 = F32(BITLINEAR_EPS), F32(ACT_FLOOR), F32(127)
 ONE, ZERO_F = F32(1), F32(0)
 round_clip_int8 = ROUND_CLIP_INT8[np.dtype(F32)]
-RING_WORDS = ring_words(RING)    # int32 words of a block's weight ring (gpu/decode/ring.py)
-# at most 65536 / (TPB BLOCKS_PER_SM) = 128 registers, so that BLOCKS_PER_SM blocks fit per SM
-# (ptxas -v: 8 tokens would take 140 and halve the grid; capped, they spill ~100 bytes)
-STAGE_OPTS = {} if SIMULATOR else {"launch_bounds": (TPB, BLOCKS_PER_SM)}
 
 
-@cuda.jit(device=True)
-def sigmoid32(x):
-    """mmfree_ref.activations.sigmoid in float32 (the stable two-branch form)."""
-    e = math.exp(-abs(x))
-    return ONE / (ONE + e) if x >= ZERO_F else e / (ONE + e)
+class StageShape(NamedTuple):
+    """What a stage kernel is compiled for (with its lanes per row and StageOptions)."""
+    n_tok: int           # sequences decoded at once, 1..MAX_TOKENS
+    n_sets: int          # activation sets: stacked projections with their own inputs (<= 4)
+    d_in: int            # elements of the input vector
+    mode: int            # phase mode: NORM2, MLGRU or GLU
+    nxt: int = NEXT_NONE     # what the epilogue forms for the next stage: NEXT_*
+    nxt_sets: int = 1        # activation sets of the next stage
 
 
-@cuda.jit(device=True)
-def silu32(x):
-    return x * sigmoid32(x)
+Device = object     # a device array (Numba's, or what its kernels accept)
+
+
+class StageArgs(NamedTuple):
+    """The stage kernel's arguments, in its order (launched as kernel(*args)); B = n_tok, R
+    rows, D = d_in, P = n_sets, P' = nxt_sets, G = the grid's blocks."""
+    w32: Device          # (R, 4 n128) int32: the packed weights (gpu/packing.py, GEMV layout)
+    sw: Device           # (P,) float32: the weight scales
+    seg_rows: int        # row r belongs to activation set (r // seg_rows) % P
+    x: Device            # (B, D) float32: the input
+    pre_w: Device        # (D,) float32: the phase's norm weights (NORM2: pre-norm, MLGRU: g_norm)
+    pre_eps: np.float32  # its epsilon
+    post_w: Device       # (P, D) float32: the BitLinear norms of the sets
+    state: Device        # (B, R / 3) float32: the MLGRU state h (NEXT_MLGRU; else a dummy)
+    lb: Device           # (R / 3,) float32: the layer's lower bound of f (if has_lb)
+    has_lb: bool
+    out_mode: int        # STORE or ADD (gpu/gemv.py)
+    out: Device          # (B, R) float32 (NEXT_GLU: (B, R / 2))
+    part: Device         # (>= G, MAX_TOKENS, N_STATS) float32: per-block partial statistics
+    n_part: int          # rows of part the previous kernel wrote (its grid)
+    actg: Device         # (P B act_words(D),) int32: the quantized activations (scratch)
+    bar: Device          # (1,) uint64: this launch site's grid-barrier counter
+    nxt_pre_w: Device    # (D',) float32: the next stage's pre-norm (NEXT_MLGRU: g_norm)
+    nxt_post_w: Device   # (P', D') float32: the next stage's BitLinear norms
+    t_out: Device        # (B, R / 3) float32: t of the MLGRU (NEXT_MLGRU; else a dummy)
+
+
+class StageOptions(NamedTuple):
+    """Variants of the stage kernel, compiled in (the defaults are the decode step's kernel;
+    the others are for timing, gpu/bench/probe_stages.py, and only change what is computed
+    where said)."""
+    phase: bool = True           # False: skip the fold and phase B (wrong activations)
+    gemv: bool = True            # False: skip the row groups (no outputs written)
+    barrier: str = "grid"        # gpu/decode/gridsync.py BARRIERS: grid, atomic, scfence,
+                                 # block (a block barrier only: wrong activations)
+    blocks_per_sm: int = BLOCKS_PER_SM   # of the persistent grid (and launch bounds)
+    ring: int = RING             # slots of the weight ring (gpu/decode/ring.py), 2..5
+    ring_start: str = "early"    # early: at kernel start; late: after the grid barrier
+    grid: str = "max"            # max: every resident block, no more than row groups; even:
+                                 # the fewest that give no block more row groups than max
+    lanes_per_row: int | None = None   # None: gpu/gemv.py lanes_per_row (1 in the simulator)
+
+
+def check_options(opts):
+    """Raise ValueError naming the field of StageOptions that has no kernel."""
+    if opts.barrier not in BARRIERS:
+        raise ValueError(f"barrier must be one of {sorted(BARRIERS)}, got {opts.barrier!r}")
+    if opts.ring_start not in ("early", "late"):
+        raise ValueError(f"ring_start must be 'early' or 'late', got {opts.ring_start!r}")
+    if opts.grid not in ("max", "even"):
+        raise ValueError(f"grid must be 'max' or 'even', got {opts.grid!r}")
+    if not 2 <= opts.ring <= 5:
+        raise ValueError(f"ring must have 2..5 slots (48 KB of shared memory), got {opts.ring}")
+    if opts.blocks_per_sm < 1:
+        raise ValueError(f"blocks_per_sm must be >= 1, got {opts.blocks_per_sm}")
+    if opts.lanes_per_row not in (None, 1, 2, 4, 8, 16, 32):
+        raise ValueError(f"lanes_per_row must be a power of two <= 32 (lanes of one warp) or "
+                         f"None, got {opts.lanes_per_row}")
+
+
+def jit_options(opts):
+    """cuda.jit options of a stage kernel: at most 65536 / (TPB blocks_per_sm) registers (128
+    at the defaults), so that blocks_per_sm blocks fit per SM (ptxas -v: 8 tokens would take
+    140 and halve the grid; capped, they spill ~100 bytes)."""
+    return {} if SIMULATOR else {"launch_bounds": (TPB, opts.blocks_per_sm)}
 
 
 @cuda.jit(device=True)
@@ -190,11 +240,14 @@ def rows_per_pass(lpr, nxt):
     return rows - rows % 3 if nxt == NEXT_MLGRU else rows
 
 
-def make_stage(n_tok, lpr, n_sets, d_in, mode, nxt=0, nxt_sets=1):
-    """A stage kernel for n_tok tokens, lpr lanes per row, n_sets activation sets of d_in,
+def make_stage(shape, lpr, opts=StageOptions()):
+    """A stage kernel for shape (StageShape: n_tok tokens, n_sets activation sets of d_in,
     phase mode `mode`, and what the epilogue forms for the next stage: nxt = NEXT_NONE,
     NEXT_NORM2 (statistics of the residual, for a stage with nxt_sets activation sets),
-    NEXT_GLU (v = silu(gate) u from row pairs) or NEXT_MLGRU (t from row triples)."""
+    NEXT_GLU (v = silu(gate) u from row pairs) or NEXT_MLGRU (t from row triples)), lpr lanes
+    per row and the variant opts (StageOptions). Its arguments: StageArgs."""
+    n_tok, n_sets, d_in, mode, nxt, nxt_sets = shape
+    check_options(opts)
     if n_sets > 4 or nxt_sets > 4:
         raise ValueError(f"at most 4 activation sets per stage, got {max(n_sets, nxt_sets)}")
     if nxt == NEXT_GLU and (lpr > 16 or (TPB // lpr) % 2):
@@ -202,8 +255,18 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode, nxt=0, nxt_sets=1):
     n_words = act_words(d_in)
     n128 = n_words // 16
     rows_per_block = rows_per_pass(lpr, nxt)
+    if rows_per_block == 0:
+        raise ValueError(f"{lpr} lanes per row leave no whole MLGRU triple in a block of {TPB} "
+                         f"threads: use fewer lanes per row")
     dot_chunk = make_chunk_dot(n_tok)
-    ring_start, ring_wait, ring_issue, ring_take = make_ring(rows_per_block, lpr, RING)
+    ring_start, ring_wait, ring_issue, ring_take = make_ring(rows_per_block, lpr, opts.ring)
+    ring_n_words = ring_words(opts.ring)       # int32 words of the block's weight ring
+    grid_barrier = BARRIERS[opts.barrier]
+    # the variants are compile-time constants: the defaults compile to the kernel as if the
+    # switches were not there (phase_tokens = n_tok, and branches on constants are removed)
+    phase_tokens = n_tok if opts.phase else 0  # tokens whose fold and phase B run
+    gemv = opts.gemv
+    ring_early, ring_late = opts.ring_start == "early", opts.ring_start == "late"
     # rows per element of the pass epilogue's output, and whether the next stage's input
     # has a pre-norm there (the MLGRU's g_norm is applied in mlgru_triples)
     per_elem = 2 if nxt == NEXT_GLU else 1
@@ -293,7 +356,7 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode, nxt=0, nxt_sets=1):
                     state[b, j] = h
                     t_out[b, j] = t
 
-    @cuda.jit(**STAGE_OPTS)
+    @cuda.jit(**jit_options(opts))
     def stage(w32, sw, seg_rows, x, pre_w, pre_eps, post_w, state, lb, has_lb, out_mode, out,
               part, n_part, actg, bar, nxt_pre_w, nxt_post_w, t_out):
         sx = cuda.shared.array((4, MAX_TOKENS), np.float32)     # 127 / max|n| per set, token
@@ -301,7 +364,7 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode, nxt=0, nxt_sets=1):
         red = cuda.shared.array((N_STATS, TPB), np.float32)
         sh_acc = cuda.shared.array(SH_ACC, np.int32)            # lane sums (simulator only)
         sh_y = cuda.shared.array(SH_ACC, np.float32)            # row pairs (simulator only)
-        ring = cuda.shared.array(RING_WORDS, np.int32)          # weight chunks in flight
+        ring = cuda.shared.array(ring_n_words, np.int32)        # weight chunks in flight
         m = cuda.local.array(4, np.float32)
         nw = cuda.local.array(N_NW, np.float32)                 # the epilogue's operands
         prev = cuda.local.array(MAX_TOKENS, np.float32)
@@ -313,23 +376,27 @@ def make_stage(n_tok, lpr, n_sets, d_in, mode, nxt=0, nxt_sets=1):
         n_rgroups = (n_rows + rows_per_block - 1) // rows_per_block
         n128 = w32.shape[1] // 4
         # 1. this thread's first RING - 1 weight chunks on their way (they overlap 2-5)
-        at, row_i, k_i = ring_start(ring, w32)     # at: the next chunk's ring slot
+        if ring_early:
+            at, row_i, k_i = ring_start(ring, w32)     # at: the next chunk's ring slot
         base = grid_epoch(bar)
         # 2.-4. norms and quantization, each activation word once in the grid
-        for b in range(n_tok):
+        for b in range(phase_tokens):
             fold_partials(part, n_part, b, pre_eps, red, m, rstd, sx)
         cuda.syncthreads()
-        for b in range(n_tok):
+        for b in range(phase_tokens):
             phase_b(x, b, blk * TPB + tid, cuda.gridDim.x * TPB, pre_w, post_w, rstd, sx, tp,
                     actg)
-        grid_sync(bar, base, 1)
+        grid_barrier(bar, base, 1)
+        if ring_late:
+            at, row_i, k_i = ring_start(ring, w32)
         # 5./6. GEMV and epilogue over this block's row groups
         acc = cuda.local.array(MAX_TOKENS, np.int32)
         for b in range(n_tok):
             for k in range(N_STATS):
                 es[b, k] = ZERO_F
         rg = blk
-        while rg < n_rgroups:
+        rg_end = n_rgroups if gemv else 0    # gemv=False: no row group
+        while rg < rg_end:
             row = rg * rows_per_block + slot
             valid = slot < rows_per_block and row < n_rows
             p = (min(row, n_rows - 1) // seg_rows) % n_sets
@@ -424,39 +491,61 @@ def launch_embed(stream, ids, emb, res, pre_w, post_w, part):
     return grid
 
 
-_STAGES = {}                    # configuration -> stage dispatcher
-_SPECIALIZED = {}               # configuration + argument types -> (kernel, resident blocks)
-PART_ARG = 12                   # index of `part` in the stage kernel's arguments
+_STAGES = {}                    # (shape, lpr, kernel options) -> stage dispatcher
+_SPECIALIZED = {}               # the same + argument types -> (kernel, resident blocks)
 
 
-def launch_stage(stream, n_tok, n_sets, d_in, mode, nxt, nxt_sets, args):
-    """Launch a stage (compiled and specialized once per configuration and argument types) on
-    as many blocks as the grid barrier allows (all resident at once), part holds and the
-    weights have row groups; returns that number of blocks (the next stage's n_part).
-    args: the stage kernel's arguments, w32 first."""
-    if not 1 <= n_tok <= MAX_TOKENS:
-        raise ValueError(f"decoding takes 1..{MAX_TOKENS} sequences at once, got {n_tok}")
-    # the simulator pays per thread: one lane per row there
-    lpr = 1 if SIMULATOR else lanes_per_row(args[0].shape[1] // 2)
-    key = (n_tok, lpr, n_sets, d_in, mode, nxt, nxt_sets)
+def kernel_options(opts):
+    """opts without the fields that act at launch only (grid; lanes_per_row, through lpr), so
+    that variants that differ only there share one compiled kernel."""
+    return opts._replace(grid="max", lanes_per_row=None)
+
+
+def stage_lanes(w32, opts=StageOptions()):
+    """Lanes per row of a stage over the packed weights w32 (R, 2 n64): opts.lanes_per_row if
+    set, else gpu/gemv.py's lanes_per_row, and 1 under the simulator, which pays per thread."""
+    if opts.lanes_per_row is not None:
+        return opts.lanes_per_row
+    return 1 if SIMULATOR else lanes_per_row(w32.shape[1] // 2)
+
+
+def stage_grid(resident, n_part_rows, n_rgroups, opts=StageOptions()):
+    """Blocks of a stage launch: every resident block (the grid barrier needs them all at
+    once), no more than part has rows and the weights have row groups (a block without rows
+    would only add barrier arrivals); grid "even": the fewest blocks that give no block more
+    row groups than that."""
+    grid = min(resident, n_part_rows, n_rgroups)
+    if opts.grid == "even":
+        grid = -(-n_rgroups // -(-n_rgroups // grid))
+    return grid
+
+
+def launch_stage(stream, shape, args, opts=StageOptions()):
+    """Launch the stage kernel of shape (StageShape) and opts (StageOptions) on args
+    (StageArgs), compiled and specialized once per shape, lanes, options and argument types,
+    on stage_grid(...) blocks; returns that number of blocks (the next stage's n_part)."""
+    check_options(opts)
+    if not 1 <= shape.n_tok <= MAX_TOKENS:
+        raise ValueError(f"decoding takes 1..{MAX_TOKENS} sequences at once, got {shape.n_tok}")
+    lpr = stage_lanes(args.w32, opts)
+    key = (shape, lpr, kernel_options(opts))
     if key not in _STAGES:
-        _STAGES[key] = make_stage(*key)
+        _STAGES[key] = make_stage(shape, lpr, kernel_options(opts))
     # specializing costs host time on every call: cache it (eager steps launch 4 L + 2 kernels)
     tkey = key + (() if SIMULATOR else tuple(typeof(a) for a in args))
     if tkey not in _SPECIALIZED:
         _SPECIALIZED[tkey] = resident_blocks(_STAGES[key], args, TPB)
     kernel, resident = _SPECIALIZED[tkey]
-    # no more blocks than row groups: a block without rows would only add barrier arrivals
-    # (run 6 used every resident block: 370M steps took 1.23 ms, v5 0.80 ms)
-    n_rgroups = -(-args[0].shape[0] // rows_per_pass(lpr, nxt))
-    grid = min(resident, args[PART_ARG].shape[0], n_rgroups)
+    n_rgroups = -(-args.w32.shape[0] // rows_per_pass(lpr, shape.nxt))
+    grid = stage_grid(resident, args.part.shape[0], n_rgroups, opts)
     kernel[grid, TPB, stream](*args)
     return grid
 
 
-def max_blocks():
-    """Blocks of the persistent grid: BLOCKS_PER_SM per multiprocessor (fewer if they do not
-    fit: launch_stage asks the driver), 1 under the simulator, which runs blocks one by one."""
+def max_blocks(opts=StageOptions()):
+    """Blocks of the persistent grid: opts.blocks_per_sm per multiprocessor (fewer if they do
+    not fit: launch_stage asks the driver), 1 under the simulator, which runs blocks one by
+    one."""
     if SIMULATOR:
         return 1
-    return BLOCKS_PER_SM * cuda.get_current_device().MULTIPROCESSOR_COUNT
+    return opts.blocks_per_sm * cuda.get_current_device().MULTIPROCESSOR_COUNT

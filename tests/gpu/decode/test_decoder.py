@@ -1,11 +1,13 @@
-"""gpu/decode/decoder.py (GPUDecoder, on gpu/decode/stages.py's stage kernels) against mmfree_ref.decode.
+"""gpu/decode/decoder.py (GPUDecoder, on gpu/decode/stages.py's stage kernels) against
+mmfree_ref.decode.
 
 Bound on the logits: the GPU path keeps activations in float32 (the oracle: float64) and
 multiplies exact int8 x ternary integers. Float32 rounding alone gives ~1e-6 of max|logit| after
 a few layers; a .5 tie that float32 rounding pushes the other way flips one q by 1, which moves
 one projection output by at most max|w_hat| / scale_x ~ 1/127 of that activation's range, and is
 rare (~1e-6 per element). We assert |logits - oracle| <= 1e-4 * max|oracle logits| and equal
-greedy tokens; the measured gap is printed by the benchmark (gpu/bench/run.py) and docs/benchmarks.md.
+greedy tokens; the measured gap is printed by the benchmark (gpu/bench/run.py) and
+docs/benchmarks.md.
 """
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from mmfree_ref.generation.generate import OracleDecoder, generate
 from mmfree_ref.params import init_params
 from gpu.gemv import lanes_per_row
 from gpu.decode.decoder import GPUDecoder
+from gpu.decode.stages import StageOptions
 from gpu.packing import words_per_row
 from tests.conftest import REF_SMALL
 from tests.gpu.helpers import SIM
@@ -86,6 +89,54 @@ def test_wide_rows_on_several_lanes():
     assert {lanes_per_row(words_per_row(d_in)) for d_in in (1024, 2816)} == {8}
     ids = np.array([[3, 9, 4]])
     assert_decodes_like_oracle(c, p, ids)
+
+
+# variants of the stage kernel (gpu/decode/stages.py StageOptions) that change how a step is
+# computed, not what: older grid barriers, other ring sizes and start, the even grid, and lanes
+# per row forced (also in the simulator): 2 lanes split the down projection's 4 chunks per row
+# over both chunks of a ring step, 8 lanes pair the GLU rows 8 lanes apart and leave one MLGRU
+# triple per pass of 32 threads
+SAME_RESULT_VARIANTS = {
+    "atomic": StageOptions(barrier="atomic"), "scfence": StageOptions(barrier="scfence"),
+    "ring2": StageOptions(ring=2), "ring5": StageOptions(ring=5),
+    "late": StageOptions(ring_start="late"), "even": StageOptions(grid="even"),
+    "lanes2": StageOptions(lanes_per_row=2), "lanes8": StageOptions(lanes_per_row=8),
+}
+
+
+def decode_with_options(dec, ids, opts):
+    """Logits (B, T, V) of dec's eager steps over ids (B, T) with the stage variant opts."""
+    dec._buffers(ids.shape[0], opts)        # zero state, part sized for opts' grid
+    out = []
+    for t in range(ids.shape[1]):
+        dec.ids.copy_to_device(np.ascontiguousarray(ids[:, t], np.int32), stream=dec.stream)
+        dec._launch_step(dec.stream, opts=opts)
+        dec.stream.synchronize()
+        out.append(dec.logits.copy_to_host())
+    return np.stack(out, axis=1)
+
+
+@pytest.mark.parametrize("name", list(SAME_RESULT_VARIANTS))
+def test_stage_variants_decode_like_the_oracle(name):
+    """d_in = 200 of the down projection: 4 chunks per row, so that several lanes per row
+    share them; within the bound of the default kernel, with the same greedy tokens."""
+    c, p = tiny_params(seed=3, intermediate_size=200)
+    ids = np.array([[4]]) if SIM else np.array([[4, 9, 2], [1, 7, 7]])
+    ref = decode_logits(p, c, ids)
+    got = decode_with_options(GPUDecoder(p, c, use_graph=False), ids,
+                              SAME_RESULT_VARIANTS[name])
+    assert np.abs(got - ref).max() <= RTOL_LOGITS * np.abs(ref).max()
+    np.testing.assert_array_equal(got.argmax(-1), ref.argmax(-1))
+
+
+def test_stage_options_rejected():
+    c, p = tiny_params()
+    dec = GPUDecoder(p, c, use_graph=False)
+    for bad, match in [(dict(barrier="none"), "barrier"), (dict(ring=6), "ring"),
+                       (dict(lanes_per_row=3), "power of two"),
+                       (dict(ring_start="never"), "ring_start"), (dict(grid="odd"), "grid")]:
+        with pytest.raises(ValueError, match=match):
+            decode_with_options(dec, np.array([[1]]), StageOptions(**bad))
 
 
 @pytest.mark.skipif(SIM, reason="16 steps of a 2-layer model: minutes under the simulator")

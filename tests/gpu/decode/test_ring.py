@@ -14,7 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from numba import cuda
 
-from gpu.decode.ring import RING, TPB, make_ring, ring_words
+from gpu.common import TPB
+from gpu.decode.ring import RING, make_ring, ring_words
 from tests.gpu.helpers import dim, examples
 
 RING_WORDS = ring_words(RING)
