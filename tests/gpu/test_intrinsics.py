@@ -228,6 +228,7 @@ def test_global_16_byte_loads(shape, index):
 
 TPB = 128
 WAIT_ALL_BUT_ONE, WAIT_ALL = cp_async_wait(1), cp_async_wait(0)   # the count is an immediate
+SHARED_WORDS = 8 * TPB      # a global: a shared array's shape must be a compile-time constant
 
 
 @cuda.jit
@@ -237,7 +238,7 @@ def shared_kernel(src, out):
     only, and after a block barrier reads slot t (filled by another thread) by lds4 and by ld4
     (a generic load from shared memory) into out[t], out[TPB + t]; then waits for all and
     reads slot TPB + t into out[2 TPB + t]."""
-    sh = cuda.shared.array(8 * TPB, np.int32)
+    sh = cuda.shared.array(SHARED_WORDS, np.int32)
     t = cuda.threadIdx.x
     slot = (t * 5 + 3) % TPB
     cp_async16(sh, 4 * slot, src, 4 * t)
