@@ -36,6 +36,11 @@ The layer structure is the oracle's (mmfree_ref/model.py, mlgru.py, glu.py), one
   c = silu(i) (1 - f); h_t = f h_{t-1} + c; h += BL_o(rmsnorm(g, g_norm) silu(h_t));
   b = rmsnorm(h, mlp_norm); [gate, u] = BL_gate(b); h += BL_down(silu(gate) u);
   logits = BL_head(rmsnorm(h, norm)).
+
+Recording, for `mmfree crosscheck --engines oracle,fpga` (fpga_model/engine.py): token_step(...,
+sites=[]) appends each BitLinear's trace.Site (quant_site: its input, 127 Y / M, its codes and
+quant_error_bound as the site's slack), in the oracle's call order; with sites=None nothing is
+built and the bits are the same.
 """
 import math
 from typing import NamedTuple
@@ -44,6 +49,7 @@ import numpy as np
 
 from mmfree_ref.activations import sigmoid, silu
 from mmfree_ref.bitlinear import BITLINEAR_EPS
+from mmfree_ref.equivalence.trace import Site
 from mmfree_ref.formats.packed import PackedModel
 from mmfree_ref.mlgru import G_NORM_EPS
 from mmfree_ref.model import layer_lower_bounds
@@ -144,7 +150,7 @@ def block_fixed(x):
 
 
 def quantize_int(Y):
-    """Y (D,) int (x * w in fixed point) -> q (D,) int8 = round_half_away(127 Y / max|Y|)."""
+    """Y (D,) int (x * w in fixed point) -> q (D,) int8 = round_half_away(127 Y / max|Y|), M."""
     M = int(np.max(np.abs(Y)))
     if M == 0:
         return np.zeros(Y.shape, np.int8), 0
@@ -152,11 +158,16 @@ def quantize_int(Y):
     return (np.sign(Y) * mag).astype(np.int8), M
 
 
-def norm_quant(x, norm_weight, eps=BITLINEAR_EPS):
-    """x (D,) float32, norm_weight (D,) -> q (D,) int8, x_max float32 = max|rmsnorm(x, w)|.
+class NormQuant(NamedTuple):
+    """What the norm+quant unit computes for one token."""
+    q: np.ndarray        # (D,) int8 codes
+    x_max: np.float32    # max|rmsnorm(x, w)| as the rescale uses it
+    Y: np.ndarray        # (D,) int64 fixed-point x * w
+    M: int               # max|Y|
 
-    q is the oracle's absmax_int8(rmsnorm(x, w, eps))[0] up to quant_error_bound.
-    """
+
+def norm_quant_parts(x, norm_weight, eps=BITLINEAR_EPS):
+    """x (D,) float32, norm_weight (D,) -> NormQuant (norm_quant, with its integers Y and M)."""
     X, ex = block_fixed(x)
     W, ew = block_fixed(norm_weight)
     Y = X.astype(np.int64) * W                                          # |X W| <= 2^42: int64
@@ -169,7 +180,15 @@ def norm_quant(x, norm_weight, eps=BITLINEAR_EPS):
     if M and x_max < ACT_FLOOR:
         raise ValueError(f"max|rmsnorm(x)| = {x_max:.3g} is below the quantizer's floor "
                          f"{ACT_FLOOR}: outside this datapath's range")
-    return q, x_max
+    return NormQuant(q, x_max, Y, M)
+
+
+def norm_quant(x, norm_weight, eps=BITLINEAR_EPS):
+    """x (D,) float32, norm_weight (D,) -> q (D,) int8, x_max float32 = max|rmsnorm(x, w)|.
+
+    q is the oracle's absmax_int8(rmsnorm(x, w, eps))[0] up to quant_error_bound.
+    """
+    return norm_quant_parts(x, norm_weight, eps)[:2]
 
 
 def quant_error_bound(x, norm_weight):
@@ -177,22 +196,47 @@ def quant_error_bound(x, norm_weight):
 
     Per element (in mantissa units, |X - x 2^ex| <= 1/2 and likewise for W):
     |Y - y 2^(ex+ew)| <= d = (|X| + |W|) / 2 + 1/4; with m = max|y| 2^(ex+ew) and d* = max d,
-    |Y/M - y/m| <= d / m + |Y| d* / (m (m - d*)).
+    |Y/M - y/m| <= d / m + |Y| d* / (m (m - d*)). A y = 0 gives Y = 0 (X or W is 0 wherever
+    x w is): bound 0. Where m <= d* the block cannot resolve max|y| and there is no bound.
     """
     X, ex = block_fixed(x)
     W, ew = block_fixed(norm_weight)
-    Y = (X * W).astype(np.float64)
+    Y = (X.astype(np.int64) * W).astype(np.float64)                   # |X W| <= 2^42: int64
     d = (np.abs(X) + np.abs(W)) / 2 + 0.25
     m = float(np.max(np.abs(np.ldexp(x.astype(np.float64) * norm_weight, ex + ew))))
+    if m == 0:
+        return np.zeros(x.shape)
     d_star = float(np.max(d))
+    if m <= d_star:
+        raise ValueError(f"max|x w| = {m:.3g} mantissa units is within the block's rounding "
+                         f"({d_star:.3g}): outside this datapath's range")
     return 127 * (d / m + np.abs(Y) * d_star / (m * (m - d_star)))
 
 
-def bitlinear_step(x, rom, norm_weight, lanes):
-    """BitLinear on one token: x (d_in,) float32 -> y (d_out,) float32."""
-    q, x_max = norm_quant(x, norm_weight)
-    acc = ternary_matvec(q, rom, lanes)
-    return acc.astype(F32) * (x_max / F32(127) * rom.mean_abs)
+def quant_site(x, norm_weight, nq):
+    """x (D,) float32, norm_weight (D,), nq: NormQuant of them -> trace.Site as the datapath
+    quantized: v = 127 Y / M, the exact ratio of the integers that give q, and slack =
+    quant_error_bound (its error relative to the block maximum, not one rounding per element).
+
+    float64 of 127 Y / M is exact enough: both are integers below 2^53 (|127 Y| < 2^49), so the
+    division is correctly rounded, an error of at most 2^-47 for |v| < 128, while a v off a
+    tie k + 1/2 is |254 Y - (2k+1) M| / (2M) >= 1 / (2M) > 2^-43 from it: the float lands on
+    the tie's side of the exact ratio, and on the tie only when the ratio is one, so
+    round_half_away(v) is q.
+    """
+    v = 127 * nq.Y.astype(np.float64) / nq.M if nq.M else np.zeros(x.shape)
+    scale = np.array([127 / max(float(nq.x_max), ACT_FLOOR)])     # the oracle's floor
+    return Site(x, norm_weight, v, nq.q, scale, quant_error_bound(x, norm_weight))
+
+
+def bitlinear_step(x, rom, norm_weight, lanes, sites=None):
+    """BitLinear on one token: x (d_in,) float32 -> y (d_out,) float32. sites: None, or a list
+    that receives this call's trace.Site (quant_site)."""
+    nq = norm_quant_parts(x, norm_weight)
+    if sites is not None:
+        sites.append(quant_site(x, norm_weight, nq))
+    acc = ternary_matvec(nq.q, rom, lanes)
+    return acc.astype(F32) * (nq.x_max / F32(127) * rom.mean_abs)
 
 
 # --- the row-wise unit (float32) -------------------------------------------------------------
@@ -208,14 +252,19 @@ def init_state(config):
     return [np.zeros(config.hidden_size, F32) for _ in range(config.num_hidden_layers)]
 
 
-def token_step(prog, token_id, state, lanes=64):
-    """prog: Program, token_id: int, state: [L x (D,) float32] -> logits (V,) float32, state."""
+def token_step(prog, token_id, state, lanes=64, sites=None):
+    """prog: Program, token_id: int, state: [L x (D,) float32] -> logits (V,) float32, state.
+
+    sites: None, or a list that receives one trace.Site per BitLinear, in the oracle's call
+    order (trace.site_names: per layer i, f, g, o, gate, down, then lm_head).
+    """
     cfg, v = prog.config, prog.vectors
     if not 0 <= int(token_id) < cfg.vocab_size:
         raise ValueError(f"token_id must be in [0, {cfg.vocab_size}), got {token_id}")
 
     def bl(x, name):
-        return bitlinear_step(x, prog.ternary[name + ".weight"], v[name + ".norm.weight"], lanes)
+        return bitlinear_step(x, prog.ternary[name + ".weight"], v[name + ".norm.weight"], lanes,
+                              sites)
 
     eps = cfg.rms_norm_eps
     h = v["model.embeddings.weight"][int(token_id)]
@@ -223,11 +272,12 @@ def token_step(prog, token_id, state, lanes=64):
     for i in range(cfg.num_hidden_layers):
         p = f"model.layers.{i}."
         a = rmsnorm32(h, v[p + "attn_norm.weight"], eps)
+        i_pre = bl(a, p + "attn.i_proj")
         f = sigmoid(bl(a, p + "attn.f_proj"))
         if prog.lower_bounds is not None and i > 0:
             lb = prog.lower_bounds[i]
             f = lb + (F32(1) - lb) * f
-        c = silu(bl(a, p + "attn.i_proj")) * (F32(1) - f)
+        c = silu(i_pre) * (F32(1) - f)
         h_t = f * state[i] + c                                       # the MLGRU update
         y = rmsnorm32(bl(a, p + "attn.g_proj"), v[p + "attn.g_norm.weight"], G_NORM_EPS)
         h = h + bl(y * silu(h_t), p + "attn.o_proj")

@@ -6,16 +6,19 @@ from hypothesis import assume, given, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from mmfree_ref import decode
-from mmfree_ref.bitlinear import bitlinear_int, ternary_accumulate
+from mmfree_ref.bitlinear import ternary_accumulate
 from mmfree_ref.cli.demo import DemoSetup, run_demo
 from mmfree_ref.formats.checkpoint import load_checkpoint
 from mmfree_ref.formats.packed import load_packed, pack_params, save_packed
 from mmfree_ref.formats.packing import pack_ternary, unpack_ternary
 from mmfree_ref.quantize import absmax_int8, absmean_ternary
 from mmfree_ref.rmsnorm import rmsnorm
-from fpga_model.datapath import (ACC_BITS, TernaryROM, adder_tree, bitlinear_step, block_fixed,
+from mmfree_ref.equivalence.certify import check_site
+from mmfree_ref.equivalence.trace import Site
+from fpga_model.datapath import (ACC_BITS, TernaryROM, adder_tree, bitlinear_step,
                                  decode_codes, greedy_tokens, init_state, load_program,
-                                 norm_quant, quant_error_bound, ternary_matvec, token_step)
+                                 norm_quant, norm_quant_parts, quant_site, ternary_matvec,
+                                 token_step)
 from tests.conftest import REF_SMALL
 
 LANES = st.sampled_from([1, 2, 3, 4, 7, 16, 64, 256, 1024])
@@ -81,28 +84,36 @@ def test_accumulator_width_is_checked():
         ternary_matvec(np.zeros(d_in, np.int8), rom, 64)
 
 
+def oracle_site(x, w):
+    """The oracle's quantization of float32 x, w (in float64) as a trace.Site."""
+    x_n = rmsnorm(x.astype(np.float64), w.astype(np.float64), 1e-6)
+    q, scale = absmax_int8(x_n)
+    return Site(x.astype(np.float64), w.astype(np.float64), x_n * scale, q, scale)
+
+
 @given(vector_and_weight())
 def test_norm_quant_within_the_derived_bound(xw):
+    """127 Y / M is within quant_error_bound of the exact 127 y / max|y| at every element, and
+    the codes are the oracle's but for ties that bound certifies (certify.check_site)."""
     x, w = xw
     y = x.astype(np.float64) * w                    # exact: float32 x float32 fits float64
     x_n = rmsnorm(x.astype(np.float64), w.astype(np.float64), 1e-6)
     assume(np.max(np.abs(x_n)) >= 1e-5)             # the oracle's floor: outside the datapath
-    q, x_max = norm_quant(x, w)
-    q_ref, scale_ref = absmax_int8(x_n)
+    a = oracle_site(x, w)
+    nq = norm_quant_parts(x, w)
+    b = quant_site(x, w, nq)
     v = 127 * y / np.max(np.abs(y))
-    bound = quant_error_bound(x, w) + 1e-9          # + the oracle's own float64 rounding
-    far_from_tie = np.abs(np.abs(v) % 1 - 0.5) > bound
-    np.testing.assert_array_equal(q[far_from_tie], q_ref[far_from_tie])
-    assert np.all(np.abs(q.astype(int) - q_ref) <= 1)
+    # both v are float64 divisions of values < 128 (v also a product): 2^-45 covers them
+    assert np.all(np.abs(b.v - v) <= b.slack + 2.0 ** -45)
+    check = check_site("site", 0, a, b, 2.0 ** -53 + 2.0 ** -24)
+    assert check.ok, check
     # x_max = rstd |x_k w_k| in float32, k the element the integer max picked: a float32 mean
     # of len(x) squares, a sqrt, a divide and two products; when k is not a true argmax of |y|,
     # |y_k| is within the quantization bound of the max.
-    X, _ = block_fixed(x)
-    W, _ = block_fixed(w)
-    k = int(np.argmax(np.abs(X.astype(np.int64) * W)))
+    k = int(np.argmax(np.abs(nq.Y)))
     rel = (len(x) + 12) * 2.0 ** -24 + (1 - abs(y[k]) / np.max(np.abs(y)))
-    assert (1 - abs(y[k]) / np.max(np.abs(y))) * 127 <= 2 * np.max(bound)
-    assert x_max == pytest.approx(127 / scale_ref[0], rel=rel)
+    assert (1 - abs(y[k]) / np.max(np.abs(y))) * 127 <= 2 * np.max(b.slack)
+    assert nq.x_max == pytest.approx(127 / a.scale[0], rel=rel)
 
 
 def test_norm_quant_exact_tie_rounds_away_from_zero():
@@ -119,21 +130,25 @@ def test_norm_quant_zero_and_tiny_inputs():
 
 @given(st.integers(1, 80), st.integers(1, 9), LANES, st.integers(0, 2**32 - 1))
 def test_bitlinear_step_matches_the_oracle(d_in, d_out, lanes, seed):
-    """Where the int8 activations agree, the only difference is the float32 rescale:
-    rstd from a float32 mean of d_in squares, then six float32 roundings
-    (<= (d_in + 12) 2^-24 relative)."""
+    """The codes are the oracle's but for certified ties; with the datapath's codes, the only
+    difference is the float32 rescale: rstd from a float32 mean of d_in squares, then six
+    float32 roundings (<= (d_in + 12) 2^-24 relative), and max|x_n| taken at the element the
+    integer max picked (off by 1 - |y_k| / max|y| where that is not a true argmax)."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(d_in).astype(np.float32)
     nw = (1 + 0.1 * rng.standard_normal(d_in)).astype(np.float32)
     w = rng.standard_normal((d_out, d_in))
     t, scale = absmean_ternary(w)
     rom = TernaryROM(pack_ternary(t), d_in, np.float32(1 / scale))
-    q, _ = norm_quant(x, nw)
-    q_ref, _ = absmax_int8(rmsnorm(x.astype(np.float64), nw.astype(np.float64), 1e-6))
-    assume(np.array_equal(q, q_ref))
+    a = oracle_site(x, nw)
+    nq = norm_quant_parts(x, nw)
+    check = check_site("site", 0, a, quant_site(x, nw, nq), 2.0 ** -53 + 2.0 ** -24)
+    assert check.ok, check
     y = bitlinear_step(x, rom, nw, lanes)
-    y_ref = bitlinear_int(x.astype(np.float64), w, nw.astype(np.float64))  # exact zeros too
-    tol = (d_in + 12) * 2.0 ** -24 * np.abs(y_ref) + 1e-300
+    y_ref = ternary_accumulate(nq.q, t) / (a.scale * scale)      # the oracle's rescale
+    xw = np.abs(x.astype(np.float64) * nw)
+    picked = 1 - xw[int(np.argmax(np.abs(nq.Y)))] / np.max(xw)
+    tol = ((d_in + 12) * 2.0 ** -24 + picked) * np.abs(y_ref)
     assert np.all(np.abs(y - y_ref) <= tol)
 
 
