@@ -291,6 +291,17 @@ def words_kernel(q, q_words):
         q_words[b, _word_position(g, s, q_words.shape[1] // 16)] = word
 
 
+def q_from_words(words, d):
+    """words: (M, act_words(d)) int32 host, in the GEMV order -> q (M, d) int8: the inverse of
+    words_from_q (the pad elements beyond d are dropped)."""
+    n_words = words.shape[1]
+    g, s, i = np.meshgrid(np.arange(n_words // 4), np.arange(4), np.arange(4), indexing="ij")
+    byte = 4 * word_position(g, s, n_words // 16) + i          # where element_of(g, s, i) sits
+    order = np.empty(4 * n_words, np.int64)
+    order[element_of(g, s, i).ravel()] = byte.ravel()
+    return np.ascontiguousarray(words).view(np.int8)[:, order[:d]]
+
+
 def words_from_q(q):
     """q: (M, D) int8 host or device -> device (M, act_words(D)) int32 in the GEMV order."""
     if not is_device_array(q):

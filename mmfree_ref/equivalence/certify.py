@@ -98,7 +98,9 @@ class SiteCheck(NamedTuple):
 
 def check_site(name, k, a, b, u):
     """Sites a, b (trace.Site) of engines A, B at call index k -> SiteCheck."""
-    own = int(np.sum(half_away_codes(a.v) != a.q) + np.sum(half_away_codes(b.v) != b.q))
+    own = int(np.sum(half_away_codes(a.v) != a.q))
+    if b.v is not None:
+        own += int(np.sum(half_away_codes(b.v) != b.q))
     diff = a.q != b.q
     va = a.v[diff].astype(np.float64)
     tie = (a.q[diff].astype(np.float64) + b.q[diff]) / 2     # the .5 between the two codes

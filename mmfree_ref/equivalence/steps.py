@@ -89,7 +89,8 @@ def _rel(a, b):
 
 def _like(e, a):
     """The engine's site e in the shapes of the oracle's site a ((B, 1, d) in a step)."""
-    return e._replace(x=np.reshape(e.x, a.x.shape), v=np.reshape(e.v, a.v.shape),
+    return e._replace(x=np.reshape(e.x, a.x.shape),
+                      v=None if e.v is None else np.reshape(e.v, a.v.shape),
                       q=np.reshape(e.q, a.q.shape).astype(np.int8),
                       scale=np.reshape(e.scale, a.scale.shape),
                       slack=None if e.slack is None else np.reshape(e.slack, a.v.shape))

@@ -36,7 +36,8 @@ class Site(NamedTuple):
     """One quantization site as the engine computed it."""
     x: np.ndarray      # (..., d_in) the BitLinear's input, before its RMSNorm
     norm_w: np.ndarray  # (d_in,) the RMSNorm's weight
-    v: np.ndarray      # (..., d_in) pre-rounding values n * scale
+    v: np.ndarray | None  # (..., d_in) pre-rounding values n * scale (None: an engine that
+                          # does not expose them, as the fused GPU stages)
     q: np.ndarray      # (..., d_in) int8: the engine's own codes, round_half_away(v) clipped
     scale: np.ndarray  # (..., 1) 127 / max|n|
     # (..., d_in) or None: an engine's own bound on |v - v_exact(x)| where its quantizer is not
