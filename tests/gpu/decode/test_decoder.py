@@ -1,13 +1,15 @@
 """gpu/decode/decoder.py (GPUDecoder, on gpu/decode/stages.py's stage kernels) against
 mmfree_ref.decode.
 
-Bound on the logits: the GPU path keeps activations in float32 (the oracle: float64) and
-multiplies exact int8 x ternary integers. Float32 rounding alone gives ~1e-6 of max|logit| after
-a few layers; a .5 tie that float32 rounding pushes the other way flips one q by 1, which moves
-one projection output by at most max|w_hat| / scale_x ~ 1/127 of that activation's range, and is
-rare (~1e-6 per element). We assert |logits - oracle| <= 1e-4 * max|oracle logits| and equal
-greedy tokens; the measured gap is printed by the benchmark (gpu/bench/run.py) and
-docs/benchmarks.md.
+Two comparisons. The certified one (mmfree_ref/equivalence/steps.py through
+gpu/decode/engine.py): step by step from the oracle's state, every int8 code of every stage
+equal to the oracle's but for certified rounding ties, and the logits and state equal to the
+oracle forced to the GPU's codes within float32's bound. And the decoder's own interface
+(prefill, step, graphs) on these tiny models, whose few thousand codes rarely meet a tie (the
+ref_small fixture's 33280 codes expect 0.14 flips for a float32 engine: docs/equivalence.md):
+there the free logits must agree within 1e-4 of max|logit| (float32 alone: ~1e-6) with the
+same greedy tokens. At real widths ties are certain and only the certified comparison holds
+(tests/gpu/decode/test_engine.py).
 """
 import numpy as np
 import pytest
@@ -15,10 +17,12 @@ import pytest
 from mmfree_ref.formats.checkpoint import load_checkpoint
 from mmfree_ref.config import HGRNBitConfig
 from mmfree_ref.decode import decode_logits
+from mmfree_ref.equivalence.steps import crosscheck_steps, format_step_report
 from mmfree_ref.generation.generate import OracleDecoder, generate
 from mmfree_ref.params import init_params
 from gpu.gemv import lanes_per_row
 from gpu.decode.decoder import GPUDecoder
+from gpu.decode.engine import GPUSteps
 from gpu.decode.stages import StageOptions
 from gpu.packing import words_per_row
 from tests.conftest import REF_SMALL
@@ -48,7 +52,9 @@ def gpu_decode_logits(dec, ids):
 
 def assert_decodes_like_oracle(c, p, ids):
     """GPUDecoder's logits for ids (B, T), token by token, within RTOL_LOGITS of the oracle's,
-    with the same greedy tokens."""
+    with the same greedy tokens; and its stages certified step by step."""
+    report = crosscheck_steps(p, c, ids, GPUSteps(p, c))
+    assert report.ok, format_step_report(report)
     ref = decode_logits(p, c, ids)
     got = gpu_decode_logits(GPUDecoder(p, c), ids)
     assert np.abs(got - ref).max() <= RTOL_LOGITS * np.abs(ref).max()
