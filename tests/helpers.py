@@ -58,3 +58,16 @@ def assert_grad_close(analytic, f, x, name, rtol=1e-6):
 def rel_err(a, b):
     """Frobenius norm of a - b over that of b."""
     return np.linalg.norm(a - b) / np.linalg.norm(b)
+
+
+def perturbed_params(config, seed, norm_spread=0.5, lb_scale=1.0):
+    """init_params of config with every norm weight drawn from 1 +- norm_spread and the lower
+    bounds from N(0, lb_scale^2), as trained checkpoints have them -> params, the rng (for ids)."""
+    from mmfree_ref.params import init_params
+    rng = np.random.default_rng(seed)
+    p = init_params(config, seed=seed)
+    for k in p:
+        if k.endswith("norm.weight"):
+            p[k] = rng.uniform(1 - norm_spread, 1 + norm_spread, p[k].shape)
+    p["model.lower_bounds"] = rng.standard_normal(p["model.lower_bounds"].shape) * lb_scale
+    return p, rng

@@ -18,6 +18,7 @@ chain (rstd1 rstd2 from partial sums, then t p rstd1 rstd2 scale), about twice t
 per element that certify.code_slack counts for one norm.
 """
 import numpy as np
+from numba import cuda
 
 from mmfree_ref.equivalence.trace import Site
 from mmfree_ref.mlgru import G_NORM_EPS
@@ -40,6 +41,9 @@ class GPUSteps:
     unit_roundoff = 2 * 2.0 ** -24
 
     def __init__(self, params, config):
+        if not cuda.is_available():
+            raise ValueError("engine gpu needs a CUDA GPU (numba.cuda.is_available() is False "
+                             "here); NUMBA_ENABLE_CUDASIM=1 simulates one, slowly")
         self.dec = GPUDecoder(params, config, use_graph=False)
         self.config = config
 

@@ -147,3 +147,21 @@ def check_weight(name, w_a, w_b, u):
     ok = (np.abs(v - tie) <= slack) & (np.abs(t_a.reshape(-1)[idx] - t_b.reshape(-1)[idx]) == 1)
     return WeightCheck(name, int(t_a.size), int(idx.size), int(ok.sum()), idx,
                        t_a.reshape(-1)[idx])
+
+
+def summary_lines(sites):
+    """SiteChecks -> the report lines on their codes, tie distances, own rounding and inputs
+    (shared by the full-sequence and the step-by-step reports)."""
+    codes = sum(s.codes for s in sites)
+    diff = sum(s.differing for s in sites)
+    cert = sum(s.certified for s in sites)
+    own = sum(s.own_rounding for s in sites)
+    tie = max((s.tie_distance for s in sites), default=0.0)
+    worst = max(sites, key=lambda s: s.input_error / s.input_bound)
+    return [
+        f"  activation codes     {codes} compared, {diff} differ, {cert} certified as ties",
+        f"  largest tie distance {tie:.3e} (of a differing code's value from its .5)",
+        f"  own-rounding errors  {own} (codes that are not the half-away rounding of their value)",
+        f"  site inputs          worst {worst.input_error:.2e} of bound {worst.input_bound:.2e} "
+        f"({worst.name})",
+    ]

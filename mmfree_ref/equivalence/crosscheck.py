@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mmfree_ref.equivalence.certify import (check_trace, check_weight, input_bound,
-                                            unit_roundoff)
+                                            summary_lines, unit_roundoff)
 from mmfree_ref.equivalence.trace import QuantTrace, site_names, tracing
 from mmfree_ref.model import forward
 from mmfree_ref.params import is_ternary_weight
@@ -83,24 +83,14 @@ def crosscheck(params, config, ids, engine="oracle32", reference="oracle", forwa
 
 def format_report(r):
     """Report -> the lines `mmfree crosscheck` prints."""
-    codes = sum(s.codes for s in r.sites)
-    diff = sum(s.differing for s in r.sites)
-    cert = sum(s.certified for s in r.sites)
-    own = sum(s.own_rounding for s in r.sites)
-    tie = max((s.tie_distance for s in r.sites), default=0.0)
-    worst = max(r.sites, key=lambda s: s.input_error / s.input_bound)
     w_diff = sum(w.differing for w in r.weights)
     w_cert = sum(w.certified for w in r.weights)
     lines = [
         f"crosscheck {r.engine} against {r.reference}",
         f"  sites                {len(r.sites)} ({len(r.weights)} ternary weights)",
-        f"  activation codes     {codes} compared, {diff} differ, {cert} certified as ties",
+        *summary_lines(r.sites),
         f"  weight codes         {sum(w.codes for w in r.weights)} compared, {w_diff} differ, "
         f"{w_cert} certified",
-        f"  largest tie distance {tie:.3e} (of a differing code's value from its .5)",
-        f"  own-rounding errors  {own} (codes that are not the half-away rounding of their value)",
-        f"  site inputs          worst {worst.input_error:.2e} of bound {worst.input_bound:.2e} "
-        f"({worst.name})",
         f"  logits, ties forced  {r.logits_error:.2e} relative (bound {r.logits_bound:.2e})",
         f"  logits, free run     {r.free_error:.2e} relative (what a plain comparison sees)",
         f"  result               {'CERTIFIED' if r.ok else 'NOT CERTIFIED'}"

@@ -34,7 +34,7 @@ from importlib.metadata import entry_points
 import numpy as np
 
 from mmfree_ref.decode import decode_step, init_state
-from mmfree_ref.equivalence.certify import check_site, input_bound, unit_roundoff
+from mmfree_ref.equivalence.certify import check_site, input_bound, summary_lines, unit_roundoff
 from mmfree_ref.equivalence.trace import QuantTrace, site_names, tracing
 
 
@@ -129,20 +129,10 @@ def crosscheck_steps(params, config, ids, engine):
 
 def format_step_report(r):
     """StepReport -> the lines `mmfree crosscheck` prints for a step engine."""
-    codes = sum(s.codes for s in r.sites)
-    diff = sum(s.differing for s in r.sites)
-    cert = sum(s.certified for s in r.sites)
-    own = sum(s.own_rounding for s in r.sites)
-    tie = max((s.tie_distance for s in r.sites), default=0.0)
-    worst = max(r.sites, key=lambda s: s.input_error / s.input_bound)
     return "\n".join([
         f"crosscheck {r.engine} against oracle, step by step ({r.steps} steps, state "
         "re-synchronised)",
-        f"  activation codes     {codes} compared, {diff} differ, {cert} certified as ties",
-        f"  largest tie distance {tie:.3e}",
-        f"  own-rounding errors  {own}",
-        f"  site inputs          worst {worst.input_error:.2e} of bound {worst.input_bound:.2e} "
-        f"({worst.name})",
+        *summary_lines(r.sites),
         f"  logits, ties forced  {r.logits_error:.2e} relative (bound {r.bound:.2e})",
         f"  state, ties forced   {r.state_error:.2e} relative",
         f"  logits, free step    {r.free_error:.2e} relative (against the unforced oracle)",

@@ -8,8 +8,8 @@ import pytest
 
 from mmfree_ref.config import HGRNBitConfig
 from mmfree_ref.equivalence.steps import crosscheck_steps, format_step_report, load_engine
-from mmfree_ref.params import init_params
 from tests.gpu.helpers import SIM
+from tests.helpers import perturbed_params
 
 from gpu.decode.engine import GPUSteps
 
@@ -17,12 +17,7 @@ from gpu.decode.engine import GPUSteps
 def model(d, layers, vocab, inter, seed=0):
     config = HGRNBitConfig(vocab_size=vocab, hidden_size=d, num_hidden_layers=layers,
                            intermediate_size=inter)
-    rng = np.random.default_rng(seed)
-    p = init_params(config, seed=seed)
-    for k in p:
-        if k.endswith("norm.weight"):
-            p[k] = rng.uniform(0.5, 1.5, p[k].shape)
-    p["model.lower_bounds"] = rng.standard_normal(p["model.lower_bounds"].shape)
+    p, rng = perturbed_params(config, seed)
     return config, p, rng
 
 

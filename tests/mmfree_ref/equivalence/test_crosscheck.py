@@ -12,18 +12,13 @@ from mmfree_ref import mlgru
 from mmfree_ref.config import HGRNBitConfig
 from mmfree_ref.equivalence.crosscheck import crosscheck, format_report
 from mmfree_ref.model import forward
-from mmfree_ref.params import init_params
+from tests.helpers import perturbed_params
 
 
 def model(d, layers, vocab, seed, norm_spread=0.5, lb_scale=1.0):
     """Random weights with the norms and lower bounds perturbed (as in trained checkpoints)."""
     config = HGRNBitConfig(vocab_size=vocab, hidden_size=d, num_hidden_layers=layers)
-    rng = np.random.default_rng(seed)
-    p = init_params(config, seed=seed)
-    for k in p:
-        if k.endswith("norm.weight"):
-            p[k] = rng.uniform(1 - norm_spread, 1 + norm_spread, p[k].shape)
-    p["model.lower_bounds"] = rng.standard_normal(p["model.lower_bounds"].shape) * lb_scale
+    p, rng = perturbed_params(config, seed, norm_spread, lb_scale)
     return config, p, rng
 
 

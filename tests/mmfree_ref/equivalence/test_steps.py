@@ -9,17 +9,12 @@ from mmfree_ref import mlgru
 from mmfree_ref.config import HGRNBitConfig
 from mmfree_ref.equivalence.steps import (OracleSteps, crosscheck_steps, format_step_report,
                                           load_engine)
-from mmfree_ref.params import init_params
+from tests.helpers import perturbed_params
 
 
 def model(d=512, layers=2, vocab=128, seed=1):
     config = HGRNBitConfig(vocab_size=vocab, hidden_size=d, num_hidden_layers=layers)
-    rng = np.random.default_rng(seed)
-    p = init_params(config, seed=seed)
-    for k in p:
-        if k.endswith("norm.weight"):
-            p[k] = rng.uniform(0.5, 1.5, p[k].shape)
-    p["model.lower_bounds"] = rng.standard_normal(p["model.lower_bounds"].shape)
+    p, rng = perturbed_params(config, seed)
     return config, p, rng.integers(0, vocab, (1, 24))
 
 
