@@ -178,8 +178,11 @@ BAD = {
                      "unexpected tensor 'bias'"),
     "code 0b11": (lambda p: rewrite(p, set_packed(W, 4, 0b00_00_11_00)),
                   f"'{W}.packed' holds the unused code 0b11"),
-    "pad not zero": (lambda p: rewrite(p, set_packed(W, 1, 0b01_00_00_00)),
-                     f"'{W}.packed' has non-zero pad weights beyond d_in=6"),
+    # the two pad fields of the last byte, each alone (bits 4-5, then 6-7)
+    "first pad field not zero": (lambda p: rewrite(p, set_packed(W, 1, 0b00_01_00_00)),
+                                 f"'{W}.packed' has non-zero pad weights beyond d_in=6"),
+    "last pad field not zero": (lambda p: rewrite(p, set_packed(W, 1, 0b01_00_00_00)),
+                                f"'{W}.packed' has non-zero pad weights beyond d_in=6"),
     "scale zero": (lambda p: rewrite(p, lambda t: t.update({W + ".scale": np.array(0.0)})),
                    f"'{W}.scale' is 0.0, expected a finite positive scale"),
     "scale nan": (lambda p: rewrite(p, lambda t: t.update({W + ".scale": np.array(np.nan)})),
