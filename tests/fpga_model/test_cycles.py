@@ -118,3 +118,23 @@ def test_bad_params_are_rejected():
     with pytest.raises(ValueError, match="add_pj"):
         FPGAParams(add_pj=-1)
     assert set(PRESETS) >= {"d5005-measured", "d5005-projected", "tereffic-hbm"}
+
+
+def test_tmatmul_cycles_by_hand():
+    """One TMATMUL (d_out 10, d_in 20) on 2 cores at 100 MHz, worked by hand from the module's
+    formulas: rows 5 per core, row bytes ceil(20 * 2 / 8) = 5; port ceil(5 * 5 / 4) * 3 = 21
+    cycles; adder 5 * ceil(20 / 8) = 15; bandwidth 10 * 5 B / 1 GB/s = 50 ns = 5 cycles; so the
+    port bounds it (memory, 21 cycles). Tail: pipeline 5 + the rescale's mul of ceil(10 / 2) = 5
+    elements on 4 lanes, ceil(5 / 4) * 1 + 3 = 5; first-read latency 100 ns = 10 cycles:
+    21 + 5 + 5 + 10 = 41 cycles. Dropping any term changes the count."""
+    from fpga_model.cycles import tmatmul_account
+    from fpga_model.params import FPGAParams
+    from fpga_model.workload import Op
+    p = FPGAParams(clock_mhz=100.0, cores=2, tmatmul_lanes=8, vector_lanes=4, tmatmul_pipeline=5,
+                   fetch_bytes=4, cycles_per_fetch=3.0, offchip_bandwidth_gbs=1.0,
+                   offchip_latency_ns=100.0)
+    acct = tmatmul_account(Op("t", "TMATMUL", 1, (10, 20), (("mul", 10),)), p)
+    assert round(acct.cycles, 9) == 41
+    assert acct.bound == "memory" and round(acct.memory_s * 1e9, 9) == 210
+    assert round(acct.compute_s * 1e9, 9) == 150
+    assert acct.offchip_bytes == 50 and acct.ops == 200
