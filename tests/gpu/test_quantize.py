@@ -155,3 +155,20 @@ def test_round_clip_int8_random(dtype, data):
     v = data.draw(arrays(dtype, st.integers(1, 64),
                          elements=st.floats(-300, 300, width=width, allow_nan=False)))
     np.testing.assert_array_equal(_rounded(v), _round_oracle(v))
+
+
+# Where elements of a 128-element row land in its activation words, worked by hand from the
+# layout in gpu/quantize.py's docstring (n128 = 2): element e is in group g = e // 16, byte lane
+# i = (e % 8) // 2 of code group s = 2 (e % 16 // 8) + e % 2, at word ((g % 4) 2 + g // 4) 4 + s.
+HAND_LAYOUT = {0: (0, 0), 1: (1, 0), 2: (0, 1), 7: (1, 3), 8: (2, 0), 15: (3, 3), 16: (8, 0),
+               17: (9, 0), 48: (24, 0), 64: (4, 0), 65: (5, 0), 80: (12, 0), 127: (31, 3)}
+
+
+def test_activation_word_layout_by_hand():
+    """Each listed element, alone non-zero, appears at the (word, byte) written above, and
+    nowhere else: a permuted layout fails here even if the module's helpers agree with it."""
+    for e, (word, byte) in HAND_LAYOUT.items():
+        q = np.zeros((1, 128), np.int8)
+        q[0, e] = 7
+        got = words_from_q(q).copy_to_host().view(np.int8).reshape(-1)
+        assert np.flatnonzero(got).tolist() == [4 * word + byte], e
