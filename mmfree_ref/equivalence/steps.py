@@ -29,10 +29,10 @@ Engines outside mmfree_ref register a factory (params, config) -> engine in the
 "mmfree.engines" entry-point group (the FPGA datapath and the GPU decoder do).
 """
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 
 import numpy as np
 
+from mmfree_ref._plugins import find_factory
 from mmfree_ref.decode import decode_step, init_state
 from mmfree_ref.equivalence.certify import check_site, input_bound, summary_lines, unit_roundoff
 from mmfree_ref.equivalence.trace import QuantTrace, site_names, tracing
@@ -57,13 +57,8 @@ class OracleSteps:
 
 def load_engine(name, params, config):
     """An engine by name: "oracle32", or a factory of the "mmfree.engines" entry points."""
-    if name == "oracle32":
-        return OracleSteps(params, config)
-    found = {ep.name: ep for ep in entry_points(group="mmfree.engines")}
-    if name not in found:
-        raise ValueError(f"no engine {name!r}: available are "
-                         f"{', '.join(['oracle32'] + sorted(found))}")
-    return found[name].load()(params, config)
+    return find_factory("mmfree.engines", name, {"oracle32": OracleSteps}, "engine")(params,
+                                                                                      config)
 
 
 @dataclass

@@ -7,10 +7,9 @@ No recomputation of the prefix: after the prefill the only memory is the per-lay
 `OracleDecoder` is the NumPy one; gpu/ provides one with the same two methods, registered in the
 "mmfree.decoders" entry-point group.
 """
-from importlib.metadata import entry_points
-
 import numpy as np
 
+from mmfree_ref._plugins import find_factory
 from mmfree_ref.decode import decode_step
 from mmfree_ref.generation.sampling import sample_next
 from mmfree_ref.model import check_ids, forward_with_cache
@@ -33,13 +32,8 @@ class OracleDecoder:
 
 def make_decoder(device, params, config):
     """device "cpu" -> OracleDecoder; any other name is looked up in "mmfree.decoders"."""
-    if device == "cpu":
-        return OracleDecoder(params, config)
-    found = {ep.name: ep for ep in entry_points(group="mmfree.decoders")}
-    if device not in found:
-        raise ValueError(f"no decoder for device {device!r}: available are "
-                         f"{', '.join(['cpu'] + sorted(found))}")
-    return found[device].load()(params, config)
+    return find_factory("mmfree.decoders", device, {"cpu": OracleDecoder},
+                        "decoder for device")(params, config)
 
 
 def generate(decoder, config, prompt_ids, max_new_tokens, rng, temperature=1.0, top_k=None,
