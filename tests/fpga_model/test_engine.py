@@ -12,20 +12,9 @@ from mmfree_ref.equivalence.trace import site_names
 from fpga_model import datapath
 from fpga_model.engine import FPGASteps
 from tests.conftest import REF_SMALL
-from tests.mmfree_ref.equivalence.test_steps import model
+from tests.mmfree_ref.equivalence.test_steps import Planted, model
 
 STEPS = 16
-
-
-class Planted(FPGASteps):
-    """FPGASteps with its program or its arithmetic changed by `change`."""
-
-    def __init__(self, params, config, change):
-        super().__init__(params, config)
-        self.change = change
-
-    def step(self, ids_t, state):
-        return self.change(super().step, ids_t, state)
 
 
 def test_fpga_datapath_is_certified_step_by_step():
@@ -48,7 +37,7 @@ def test_code_slack_alone_is_too_tight_for_the_datapath():
         logits, new_state, sites = step(ids_t, state)
         return logits, new_state, [s._replace(slack=None) for s in sites]
 
-    r = crosscheck_steps(p, config, ids[:, :STEPS], Planted(p, config, no_slack))
+    r = crosscheck_steps(p, config, ids[:, :STEPS], Planted(FPGASteps(p, config), no_slack))
     assert not r.ok
     bad = [s for s in r.sites if not s.ok]
     assert all(s.differing > s.certified and s.own_rounding == 0 for s in bad)
@@ -64,7 +53,7 @@ def test_truncated_mantissas_are_not_certified():
         with mock.patch.object(datapath, "round_half_away_from_zero", np.trunc):
             return step(ids_t, state)
 
-    r = crosscheck_steps(p, config, ids[:, :STEPS], Planted(p, config, truncated))
+    r = crosscheck_steps(p, config, ids[:, :STEPS], Planted(FPGASteps(p, config), truncated))
     bad = [s for s in r.sites if not s.ok]
     assert [(s.differing - s.certified, s.own_rounding) for s in bad] == [(1, 0)]
 
@@ -80,7 +69,7 @@ def test_floor_instead_of_round_is_not_certified():
         with mock.patch.object(datapath, "quantize_int", floor):
             return step(ids_t, state)
 
-    r = crosscheck_steps(p, config, ids, Planted(p, config, floored))
+    r = crosscheck_steps(p, config, ids, Planted(FPGASteps(p, config), floored))
     assert not r.ok and r.sites[0].own_rounding > 0
 
 
