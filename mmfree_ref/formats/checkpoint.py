@@ -14,18 +14,18 @@ later with a broadcasting error deep in the forward.
 
 Saving writes the same layout, with safetensors metadata {"format": "pt"}: transformers refuses
 to load a safetensors file without it. A save builds the whole directory beside the target and
-renames it into place, so the target is only ever the old checkpoint or the complete new one.
+swaps it into place (atomic.atomic_dir), so at every instant, even after kill -9, the target is
+the old checkpoint or the complete new one; where the OS cannot swap directories in one step and
+a kill lands between two renames, load_checkpoint reads the complete copy left beside the target
+and the next save puts it back.
 """
 import json
-import os
 import re
-import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
 
-from mmfree_ref.formats.atomic import fsync_path
+from mmfree_ref.formats.atomic import atomic_dir, atomic_write, resolve_dir
 from mmfree_ref.config import HGRNBitConfig
 from mmfree_ref.params import param_shapes
 from mmfree_ref.formats.safetensors import FLOAT_CODES, load_safetensors, read_header, save_safetensors
@@ -46,7 +46,7 @@ def load_checkpoint(ckpt_dir, dtype=np.float64):
     misshapen, non-float or non-finite tensor, a truncated or corrupt file, an inconsistent
     index, or a config.json that contradicts the tensors or that this package does not support.
     """
-    ckpt_dir = Path(ckpt_dir)
+    ckpt_dir = resolve_dir(ckpt_dir)          # itself, unless a kill interrupted its swap
     if not np.issubdtype(np.dtype(dtype), np.floating):
         raise ValueError(f"dtype must be a float dtype, got {dtype!r}")
     if not ckpt_dir.is_dir():
@@ -204,7 +204,7 @@ def save_checkpoint(ckpt_dir, config, params, dtype="float32", max_shard_bytes=N
     max_shard_bytes: split the tensors, in param_shapes order, into shards of at most this many
     bytes of data (a larger tensor gets a shard of its own), as transformers does. If they fit
     in one, model.safetensors is written. An existing ckpt_dir is replaced only if it holds
-    nothing but checkpoint files.
+    nothing but checkpoint files. Leftovers of interrupted saves to ckpt_dir are removed first.
     """
     if dtype not in STORAGE:
         raise ValueError(f"dtype must be one of {', '.join(STORAGE)}, got {dtype!r}")
@@ -215,19 +215,12 @@ def save_checkpoint(ckpt_dir, config, params, dtype="float32", max_shard_bytes=N
     check_params(config, params)
     target = Path(ckpt_dir)
     _check_replaceable(target)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
-    tmp.mkdir()
-    try:
+    with atomic_dir(target) as tmp:
         _write_files(tmp, config, params, STORAGE[dtype], max_shard_bytes)
-        _swap_into_place(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def _write_files(out, config, params, code, max_shard_bytes):
-    config.save(out / "config.json")
-    fsync_path(out / "config.json")
+    _write_json(out / "config.json", config.to_dict(), sort_keys=False)
     names = list(param_shapes(config))
     sizes = {n: params[n].size * ITEMSIZE[code] for n in names}
     shards = _plan_shards(names, sizes, max_shard_bytes)
@@ -241,9 +234,13 @@ def _write_files(out, config, params, code, max_shard_bytes):
             save_safetensors(out / file, {n: params[n] for n in shard}, meta, float_dtype=code)
             weight_map.update(dict.fromkeys(shard, file))
         index = {"metadata": {"total_size": sum(sizes.values())}, "weight_map": weight_map}
-        (out / INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-        fsync_path(out / INDEX)
-    fsync_path(out)
+        _write_json(out / INDEX, index, sort_keys=True)
+
+
+def _write_json(path, obj, sort_keys):
+    """As HGRNBitConfig.save and transformers write them: indented, a final newline."""
+    with atomic_write(path) as f:
+        f.write((json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n").encode("utf-8"))
 
 
 def _plan_shards(names, sizes, max_shard_bytes):
@@ -264,6 +261,9 @@ def _is_checkpoint_file(name):
 def _check_replaceable(target):
     if not target.parent.is_dir():
         raise ValueError(f"{target}: parent directory {target.parent} does not exist")
+    if target.is_symlink():
+        raise ValueError(f"{target}: is a symbolic link; save to the directory it points to "
+                         f"({target.resolve()}) instead")
     if target.exists() and not target.is_dir():
         raise ValueError(f"{target}: exists and is not a directory")
     if target.is_dir():
@@ -272,21 +272,3 @@ def _check_replaceable(target):
             raise ValueError(f"{target}: refusing to replace a directory that holds files other "
                              f"than a checkpoint's ({', '.join(foreign[:3])}); save to a new or "
                              f"empty directory")
-
-
-def _swap_into_place(tmp, target):
-    """Rename the finished directory tmp to target; an old target is moved aside first and
-    deleted last, so at every moment target is the old or the new complete checkpoint (or, for
-    an instant, absent)."""
-    if not target.exists():
-        os.rename(tmp, target)
-    else:
-        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex}"
-        os.rename(target, old)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            os.rename(old, target)
-            raise
-        shutil.rmtree(old)
-    fsync_path(target.parent)

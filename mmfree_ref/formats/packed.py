@@ -1,4 +1,4 @@
-"""The packed ternary format "mmfree-ternary-v1": the one input of every fast engine.
+"""The packed ternary format "mmfree-ternary-v2": the one input of every fast engine.
 
 A BitLinear weight W (d_out, d_in) only ever enters the model as W_hat = T / scale, with
 T = absmean_ternary codes in {-1, 0, +1} and scale = 1 / max(mean|W|, 1e-5) (quantize.py). So
@@ -12,8 +12,9 @@ engines take a PackedModel: fpga_model.datapath.load_program and
 gpu.decode.decoder.GPUDecoder.from_packed.
 
 File: one safetensors file (safetensors.py), metadata
-    "format": "mmfree-ternary-v1"
+    "format": "mmfree-ternary-v2"
     "config": config.json's content (JSON text), so the file alone rebuilds the model
+    "sha256": the checksum (hex) of "config" and of every tensor (`export_digest`)
 and, for each parameter name N of params.param_shapes(config), in that order:
   - N a BitLinear weight (params.is_ternary_weight), shape (d_out, d_in):
       N.packed  U8 (d_out, ceil(d_in / 4))   T in the 2-bit layout of packing.py
@@ -26,9 +27,18 @@ and, for each parameter name N of params.param_shapes(config), in that order:
     stored in float32/bfloat16/float16, and costs 4 bytes x (vocab + small) x hidden; bfloat16
     halves that at the cost of changing the model's outputs, float64 keeps a float64 model exact.
 
+The checksum is what catches corruption that stays valid: a flipped bit that turns one 2-bit code
+into another ternary code, or changes a scale or a float, passes every structural check below.
+export_digest is sha256 over the config text, then, for each tensor in name order, its name,
+little-endian dtype, shape and little-endian bytes as load_safetensors(dtype=None) returns them
+(bfloat16 as its float32 value). load_packed checks it after the structural checks, so a file
+that breaks a rule of the format is reported by that rule. v1 (the same without "sha256") is
+refused: its flipped codes cannot be detected; export it again from its checkpoint.
+
 Sizes (from shapes; packed_sizes): the 1.3B model's BitLinear weights take 1/16 of their float32
 size plus a few bytes of scale per matrix.
 """
+import hashlib
 import json
 from dataclasses import dataclass
 
@@ -37,12 +47,14 @@ import numpy as np
 from mmfree_ref.config import HGRNBitConfig
 from mmfree_ref.formats.checkpoint import STORAGE, check_params
 from mmfree_ref.formats.packing import pack_ternary, packed_cols, unpack_ternary
-from mmfree_ref.formats.safetensors import (FLOAT_CODES, load_safetensors, read_header,
+from mmfree_ref.formats.safetensors import (FLOAT_CODES, STORED, bfloat16_to_float32,
+                                            float_to_bfloat16, load_safetensors, read_header,
                                             save_safetensors)
 from mmfree_ref.params import is_ternary_weight, param_shapes
 from mmfree_ref.quantize import absmean_ternary
 
-FORMAT = "mmfree-ternary-v1"
+FORMAT = "mmfree-ternary-v2"
+UNCHECKED_FORMATS = ("mmfree-ternary-v1",)      # no checksum: refused, with how to export again
 SUFFIXES = (".packed", ".scale", ".d_in")
 
 
@@ -110,17 +122,47 @@ def save_packed(path, model, float_dtype="float32"):
             tensors[name + ".d_in"] = np.array(w.d_in, np.int64)
         else:
             tensors[name], storage[name] = model.floats[name], STORAGE[float_dtype]
-    metadata = {"format": FORMAT, "config": json.dumps(model.config.to_dict())}
+    config_text = json.dumps(model.config.to_dict())
+    as_loaded = {n: _as_stored(x, storage.get(n)) for n, x in tensors.items()}
+    metadata = {"format": FORMAT, "config": config_text,
+                "sha256": export_digest(config_text, as_loaded)}
     save_safetensors(path, tensors, metadata, float_dtype=storage)
+
+
+def export_digest(config_text, tensors):
+    """config_text: str, tensors {name: ndarray} as load_safetensors(path, dtype=None) returns
+    them -> sha256 hex digest, the export's checksum (module docstring)."""
+    h = hashlib.sha256(config_text.encode("utf-8"))
+    for name in sorted(tensors):
+        x = np.asarray(tensors[name], dtype=tensors[name].dtype.newbyteorder("<"))
+        h.update(f"\0{name}\0{x.dtype.str}\0{x.shape}\0".encode("utf-8"))
+        h.update(np.ascontiguousarray(x))        # its bytes in C order, without a copy
+    return h.hexdigest()
+
+
+def _as_stored(x, code):
+    """x as the file will hold it and load_safetensors(dtype=None) return it, for code (a float
+    storage code, or None: kept as it is)."""
+    if code is None:
+        return x
+    with np.errstate(over="ignore"):             # save_safetensors reports an overflow
+        return bfloat16_to_float32(float_to_bfloat16(x)) if code == "BF16" else \
+            x.astype(STORED[code])
 
 
 def load_packed(path, dtype=None):
     """path -> PackedModel; dtype: of the float tensors, None for the stored one (bfloat16 as
     float32, which holds it exactly). Use dequantize_params for plain float params.
 
-    Raises ValueError naming the file and tensor for anything that is not a valid export.
+    Raises ValueError naming the file (and the tensor) for anything that is not a valid export,
+    a checksum that does not match, and a v1 export (which has none).
     """
     infos, metadata, _ = read_header(path)
+    if metadata.get("format") in UNCHECKED_FORMATS:
+        raise ValueError(f"{path}: a {metadata['format']} export, which has no checksum (a "
+                         f"flipped code that stays ternary would load unnoticed); export it again "
+                         f"from its checkpoint: save_packed(path, pack_params(*load_checkpoint("
+                         f"ckpt_dir)))")
     if metadata.get("format") != FORMAT:
         raise ValueError(f"{path}: not a packed ternary export (metadata format "
                          f"{metadata.get('format')!r}, expected {FORMAT!r})")
@@ -139,6 +181,7 @@ def load_packed(path, dtype=None):
         else:
             floats[name] = raw[name] if dtype is None else raw[name].astype(dtype)
             _check_finite(path, name, floats[name])
+    _check_digest(path, metadata, raw)
     return PackedModel(config, ternary, floats)
 
 
@@ -198,6 +241,17 @@ def _packed_weight(path, name, shape, raw):
         raise ValueError(f"{path}: tensor {name + '.packed'!r} has non-zero pad weights "
                          f"beyond d_in={shape[1]}")
     return PackedTernary(packed, scale, shape[1])
+
+
+def _check_digest(path, metadata, raw):
+    if "sha256" not in metadata:
+        raise ValueError(f"{path}: metadata 'sha256' is missing (every {FORMAT} export has "
+                         f"its checksum there)")
+    got = export_digest(metadata["config"], raw)
+    if got != metadata["sha256"]:
+        raise ValueError(f"{path}: checksum mismatch (the config and tensors hash to "
+                         f"{got[:16]}..., the file records {metadata['sha256'][:16]}...): the "
+                         f"file is corrupt; export it again")
 
 
 def _check_finite(path, name, x):

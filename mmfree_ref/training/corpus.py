@@ -12,6 +12,8 @@ Tokens are those of mmfree_ref.training.tokenizer (bytes). The letters: B batch,
 """
 import ast
 import functools
+import hashlib
+import os
 import sysconfig
 from pathlib import Path
 
@@ -108,6 +110,10 @@ def default_corpus():
 
 def load_text(path):
     """The text of a UTF-8 file (a leading byte-order mark is dropped) -> str, for --data FILE."""
+    return _decode(path, _read_data(path))
+
+
+def _read_data(path):
     path = Path(path)
     if not path.exists():
         raise ValueError(f"data file {path} does not exist")
@@ -116,11 +122,56 @@ def load_text(path):
     data = path.read_bytes()
     if not data:
         raise ValueError(f"data file {path} is empty")
+    return data
+
+
+def _decode(path, data):
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise ValueError(f"data file {path} is not UTF-8 text (byte {e.start} is "
                          f"0x{data[e.start]:02x}); convert it, e.g. iconv -t UTF-8") from None
+
+
+def load_corpus(path=None):
+    """The training text and its record -> (text, record), from one read of the file.
+
+    path: a UTF-8 text file (as load_text), or None for the default corpus. record: {"path":
+    the file's absolute path (None for the default corpus), "sha256": hex digest of the file's
+    bytes (of the default corpus in UTF-8), "bytes": their count}, JSON-ready: what run.json and
+    the training state keep, so that a resumed run can tell that its data changed (data_change).
+    """
+    if path is None:
+        text = default_corpus()
+        data = text.encode("utf-8")
+    else:
+        data = _read_data(path)
+        text = _decode(path, data)
+    record = {"path": None if path is None else os.path.abspath(path),
+              "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    return text, record
+
+
+def data_change(saved, now):
+    """saved, now: records of load_corpus (or None: no record kept) -> None when they are equal,
+    else one phrase saying what changed, naming the file."""
+    if saved == now:
+        return None
+    if saved is None:
+        return (f"the checkpoint records no data (it predates data records, or its run was given "
+                f"none), so a change of {_data_name(now)} cannot be ruled out")
+    if now is None:
+        return (f"the checkpoint records {_data_name(saved)} (sha256 {saved['sha256'][:12]}...) "
+                f"but no data record was given to compare it with")
+    if saved["path"] != now["path"]:
+        return f"the run trained on {_data_name(saved)}, not on {_data_name(now)}"
+    return (f"{_data_name(now)} changed since the run began (sha256 {saved['sha256'][:12]}... "
+            f"-> {now['sha256'][:12]}..., {saved['bytes']} -> {now['bytes']} bytes)")
+
+
+def _data_name(record):
+    return ("the default corpus (Python's docstrings)" if record["path"] is None
+            else f"data file {record['path']}")
 
 
 def train_val_split(tokens, val_fraction=0.1):

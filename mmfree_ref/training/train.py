@@ -18,6 +18,9 @@ Keys:
     step                      int64: steps completed, i.e. the next step to run (0-based)
     total_steps               int64: the run's length, the schedule's `total`
     settings                  JSON of TrainSettings
+    data                      JSON of the `data` record given to train (corpus.load_corpus: path,
+                              sha256, bytes), or null; absent in files written before it existed
+                              (read as null)
     rng                       JSON of the batch Generator's bit_generator.state after `step` draws
     elapsed_s                 float64: seconds spent in training steps, all sessions together
     param/<name>              the weights
@@ -38,9 +41,10 @@ import numpy as np
 from tqdm import tqdm          # plain text bar: no widget dependency in notebooks
 
 from mmfree_ref.formats.atomic import atomic_write
-from mmfree_ref.training import optim, schedule
+from mmfree_ref.training import corpus, optim, schedule
 
 FORMAT = "mmfree-train-state-1"
+DATA_KEYS = ("path", "sha256", "bytes")          # corpus.load_corpus's record
 _REQUIRED = ("step", "total_steps", "settings", "rng", "elapsed_s", "adam/step",
              "history/step", "history/loss", "history/lr", "history/grad_norm",
              "history/val_step", "history/val_loss")
@@ -120,28 +124,25 @@ class TrainResult:
 
 # ---------------------------------------------------------------------------- the state file
 
-def _atomic_write(path, write):
-    """write(file) into a temporary beside path, then atomically onto path (atomic.py)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as f:
-        write(f)
-
-
-def save_state(path, state, total_steps, settings):
-    """Write the training-state file (keys in the module docstring), atomically."""
+def save_state(path, state, total_steps, settings, data=None):
+    """Write the training-state file (keys in the module docstring), atomically; its directory
+    must exist."""
     arrays = {"format": np.array(FORMAT), "step": np.array(state.step, dtype=np.int64),
               "total_steps": np.array(total_steps, dtype=np.int64),
               "settings": np.array(json.dumps(dataclasses.asdict(settings))),
+              "data": np.array(json.dumps(data)),
               "rng": np.array(json.dumps(state.rng.bit_generator.state)),
               "elapsed_s": np.array(state.elapsed_s, dtype=np.float64)}
     arrays.update({f"param/{k}": p for k, p in state.params.items()})
     arrays.update({f"adam/{k}": a for k, a in state.opt.to_arrays().items()})
     arrays.update(state.history.to_arrays())
-    _atomic_write(path, lambda f: np.savez(f, **arrays))
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
 
 
 def load_state(path):
-    """Read a training-state file -> (TrainState, total_steps, settings as a dict)."""
+    """Read a training-state file -> (TrainState, total_steps, settings as a dict, data record
+    or None)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no training checkpoint at {path} to resume from")
@@ -163,7 +164,8 @@ def load_state(path):
                        opt=opt, rng=rng, step=int(arrays["step"]),
                        history=History.from_arrays(arrays),
                        elapsed_s=float(arrays["elapsed_s"]))
-    return state, int(arrays["total_steps"]), json.loads(arrays["settings"].item())
+    data = json.loads(arrays["data"].item()) if "data" in arrays else None
+    return state, int(arrays["total_steps"]), json.loads(arrays["settings"].item()), data
 
 
 def _fresh_state(params, settings):
@@ -172,9 +174,14 @@ def _fresh_state(params, settings):
     return TrainState(params, optim.adamw_init(params), np.random.default_rng(settings.seed))
 
 
-def _resumed_state(path, params, steps, settings):
-    """Load `path` and check it continues this very run (same model, length and settings)."""
-    state, total, saved = load_state(path)
+def _resumed_state(path, params, steps, settings, data, allow_changed_data):
+    """Load `path` and check it continues this very run (same model, length, settings, data)."""
+    state, total, saved, saved_data = load_state(path)
+    change = corpus.data_change(saved_data, data)
+    if change and not allow_changed_data:
+        raise ValueError(f"{path}: {change}; restore the data, or resume with "
+                         f"allow_changed_data=True (mmfree train --allow-changed-data) to train "
+                         f"on it as it is now")
     if total != steps:
         raise ValueError(f"{path} belongs to a run of {total} steps, not {steps}: the schedule "
                          f"would differ; resume with steps={total} or start afresh")
@@ -227,18 +234,23 @@ def _check_every(name, value):
 
 
 def train(params, loss_and_grads, batches, steps, settings=TrainSettings(), *, checkpoint=None,
-          checkpoint_every=50, resume=False, val_loss=None, eval_every=100, curve=None,
-          curve_baseline=None, max_minutes=None, progress=True):
+          checkpoint_every=50, resume=False, data=None, allow_changed_data=False, val_loss=None,
+          eval_every=100, curve=None, curve_baseline=None, max_minutes=None, progress=True):
     """Train `params` ({name: ndarray}; not modified) for `steps` steps -> TrainResult.
 
     checkpoint: path of the training-state file (None: none written); resume=True continues
         from it, which must exist and come from a run with the same steps, settings and shapes.
+    data: the record of the training data (corpus.load_corpus), kept in the checkpoint; a resume
+        refuses data whose record differs (another file or other content) with a ValueError
+        naming the file, unless allow_changed_data=True (then the new record is kept).
     val_loss(params) -> float, evaluated every `eval_every` steps and at the end.
     curve: path of a PNG loss curve, redrawn at each evaluation and at the end; curve_baseline
         (e.g. the unigram entropy) is drawn as a horizontal line.
     max_minutes: stop (with a checkpoint) once this much wall time has passed in this call; the
         schedule still spans `steps`, so choose `steps` to fit the time if the rate should decay.
     progress: a tqdm bar on stderr with the loss and tokens/s.
+    The directories of checkpoint and curve are created once the arguments (and, on resume, the
+    checkpoint) have been checked, so a call refused at the start creates nothing.
     """
     for name, value in (("steps", steps), ("checkpoint_every", checkpoint_every),
                         ("eval_every", eval_every)):
@@ -247,8 +259,14 @@ def train(params, loss_and_grads, batches, steps, settings=TrainSettings(), *, c
         raise ValueError(f"max_minutes must be None or >= 0, got {max_minutes}")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs the checkpoint path to resume from")
-    state = (_resumed_state(checkpoint, params, steps, settings) if resume
-             else _fresh_state(params, settings))
+    if data is not None and not (isinstance(data, dict) and set(data) == set(DATA_KEYS)):
+        raise ValueError(f"data must be None or a record of corpus.load_corpus (a dict of "
+                         f"{', '.join(DATA_KEYS)}), got {data!r:.100}")
+    state = (_resumed_state(checkpoint, params, steps, settings, data, allow_changed_data)
+             if resume else _fresh_state(params, settings))
+    for path in (checkpoint, curve):
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
     deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
     stopped, tokens, t_session = "steps", 0, time.perf_counter()
     bar = tqdm(total=steps, initial=state.step, desc="train", unit="step", disable=not progress)
@@ -264,7 +282,7 @@ def train(params, loss_and_grads, batches, steps, settings=TrainSettings(), *, c
             if val_loss is not None and state.step % eval_every == 0:
                 _evaluate(state, val_loss, curve, curve_baseline)
             if checkpoint is not None and state.step % checkpoint_every == 0:
-                save_state(checkpoint, state, steps, settings)
+                save_state(checkpoint, state, steps, settings, data)
             rate = tokens / max(time.perf_counter() - t_session, 1e-9)
             postfix = {"loss": f"{state.history.loss[-1]:.4f}", "tok/s": f"{rate:,.0f}"}
             if state.history.val_loss:
@@ -276,7 +294,7 @@ def train(params, loss_and_grads, batches, steps, settings=TrainSettings(), *, c
     elif curve is not None:
         save_loss_curve(state.history, curve, curve_baseline)
     if checkpoint is not None:
-        save_state(checkpoint, state, steps, settings)
+        save_state(checkpoint, state, steps, settings, data)
     return TrainResult(state.params, state.opt, state.step, state.history, stopped,
                        state.elapsed_s)
 
@@ -284,7 +302,8 @@ def train(params, loss_and_grads, batches, steps, settings=TrainSettings(), *, c
 # ---------------------------------------------------------------------------- the picture
 
 def save_loss_curve(history, path, baseline=None, baseline_label="unigram entropy"):
-    """Draw training and validation loss against the step into a PNG at `path`, atomically."""
+    """Draw training and validation loss against the step into a PNG at `path`, atomically; its
+    directory must exist."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg    # no pyplot: no global state
     from matplotlib.figure import Figure
 
@@ -301,4 +320,5 @@ def save_loss_curve(history, path, baseline=None, baseline_label="unigram entrop
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    _atomic_write(path, lambda f: fig.savefig(f, format="png"))
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png")

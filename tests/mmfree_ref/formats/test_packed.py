@@ -1,7 +1,9 @@
 """mmfree_ref/formats/packed.py: pack_params gives the oracle's codes and scales (weight_quant(W)
 bit for bit), save_packed -> load_packed is the identity, the bytes on disk follow packing.py's
-documented bit order, the size ratio is 1/16, and broken exports are refused with the tensor's
-name."""
+documented bit order, the size ratio is 1/16, broken exports are refused with the tensor's
+name, and the checksum refuses corruption that every structural check lets through (a 2-bit code
+flipped to another ternary code, a scale's low bit, a config field), and v1 files, which lack it."""
+import hashlib
 import json
 import tempfile
 from pathlib import Path
@@ -13,8 +15,9 @@ from hypothesis import given, strategies as st
 
 from mmfree_ref.formats.checkpoint import load_checkpoint
 from mmfree_ref.config import HGRNBitConfig, preset
-from mmfree_ref.formats.packed import FORMAT, dequantize_params, load_packed, pack_params, \
-    packed_sizes, save_packed
+from mmfree_ref.formats.packed import FORMAT, dequantize_params, export_digest, load_packed, \
+    pack_params, packed_sizes, save_packed
+from mmfree_ref.formats.packing import unpack_ternary
 from mmfree_ref.params import init_params, is_ternary_weight, param_shapes
 from mmfree_ref.quantize import absmean_ternary, weight_quant
 from mmfree_ref.formats.safetensors import read_header, save_safetensors
@@ -228,3 +231,69 @@ def test_packed_ternary_of_an_all_zero_weight():
     w = pack_params(config, params).ternary["lm_head.weight"]
     assert np.array_equal(w.codes(), np.zeros((3, 5), np.int8))
     assert w.scale == 1 / 1e-5 and same(w.dequantize(), weight_quant(np.zeros((3, 5))))
+
+
+# ----------------------------------------------------------------------------- the checksum
+
+def flip_in_file(path, name, index, mask):
+    """XOR byte `index` (in C order) of tensor `name`'s data, in the file itself, with mask."""
+    infos, _, data_start = read_header(path)
+    itemsize = {"U8": 1, "F32": 4, "F64": 8}[infos[name].dtype]
+    offset = data_start + infos[name].begin + index * itemsize
+    raw = bytearray(path.read_bytes())
+    raw[offset] ^= mask
+    path.write_bytes(bytes(raw))
+
+
+def test_a_flipped_code_that_stays_ternary_is_refused(tmp_path):
+    path, config = small_export(tmp_path)
+    packed = st_lib.load_file(path)[W + ".packed"]
+    row, col = np.argwhere(packed & 0b11)[0]         # a weight of +1 or -1 in the lowest bits
+    flip_in_file(path, W + ".packed", row * packed.shape[1] + col, 0b11)    # +1 <-> -1
+    flipped = st_lib.load_file(path)[W + ".packed"]
+    assert np.sum(flipped != packed) == 1
+    unpack_ternary(flipped, 6)                       # still valid codes, pads zero: it was ternary
+    with pytest.raises(ValueError, match=r"m\.st: checksum mismatch .* the file is corrupt"):
+        load_packed(path)
+    flip_in_file(path, W + ".packed", row * packed.shape[1] + col, 0b11)    # flipped back
+    load_packed(path)
+
+
+def test_a_flipped_scale_bit_or_config_field_is_refused(tmp_path):
+    path, config = small_export(tmp_path)
+    flip_in_file(path, W + ".scale", 0, 0b1)         # the lowest mantissa bit (little-endian)
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        load_packed(path)
+    path, config = small_export(tmp_path)
+    tensors = st_lib.load_file(path)
+    _, metadata, _ = read_header(path)
+    changed = json.loads(metadata["config"])
+    changed["rms_norm_eps"] = 2e-6                   # a valid config: only the checksum sees it
+    save_safetensors(path, tensors, {**metadata, "config": json.dumps(changed)})
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        load_packed(path)
+
+
+def test_the_checksum_is_sha256_as_documented(tmp_path):
+    """An independent computation of the docstring's definition, from the safetensors library."""
+    path, _ = small_export(tmp_path)
+    _, metadata, _ = read_header(path)
+    h = hashlib.sha256(metadata["config"].encode())
+    for name, x in sorted(st_lib.load_file(path).items()):
+        x = x.astype(x.dtype.newbyteorder("<"))
+        h.update(f"\0{name}\0{x.dtype.str}\0{x.shape}\0".encode() + x.tobytes())
+    assert metadata["sha256"] == h.hexdigest() == export_digest(
+        metadata["config"], st_lib.load_file(path))
+
+
+def test_v1_files_and_files_without_a_checksum_are_refused(tmp_path):
+    path, _ = small_export(tmp_path)
+    _, metadata, _ = read_header(path)
+    v1 = {k: v for k, v in metadata.items() if k != "sha256"}
+    rewrite(path, lambda t: None, {**v1, "format": "mmfree-ternary-v1"})
+    with pytest.raises(ValueError, match=r"m\.st: a mmfree-ternary-v1 export, which has no "
+                                         r"checksum .* export it again from its checkpoint"):
+        load_packed(path)
+    rewrite(path, lambda t: None, v1)
+    with pytest.raises(ValueError, match=f"m\\.st: metadata 'sha256' is missing .*{FORMAT}"):
+        load_packed(path)

@@ -81,6 +81,37 @@ def test_load_text_errors(tmp_path, content, match):
         corpus.load_text(path)
 
 
+def test_load_corpus_records_the_absolute_path_and_the_bytes_hash(tmp_path, monkeypatch):
+    data = b"\xef\xbb\xbfh\xc3\xa9llo\n"                      # with a byte-order mark
+    (tmp_path / "t.txt").write_bytes(data)
+    monkeypatch.chdir(tmp_path)
+    text, record = corpus.load_corpus("t.txt")                   # a relative path
+    assert text == corpus.load_text(tmp_path / "t.txt") == "h\u00e9llo\n"
+    # the file's bytes, mark included: what is on disk, not what the decoder made of it
+    assert record == {"path": str(tmp_path / "t.txt"),
+                      "sha256": hashlib.sha256(data).hexdigest(), "bytes": 10}
+    text, record = corpus.load_corpus()
+    assert text == corpus.default_corpus() and record["path"] is None
+    assert record["sha256"] == hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def test_data_change_names_the_file_and_what_changed(tmp_path):
+    (tmp_path / "a.txt").write_text("abc")
+    (tmp_path / "b.txt").write_text("abc")
+    _, a = corpus.load_corpus(tmp_path / "a.txt")
+    _, b = corpus.load_corpus(tmp_path / "b.txt")
+    assert corpus.data_change(a, dict(a)) is None and corpus.data_change(None, None) is None
+    assert corpus.data_change(a, b) == (f"the run trained on data file {tmp_path / 'a.txt'}, "
+                                        f"not on data file {tmp_path / 'b.txt'}")
+    (tmp_path / "a.txt").write_text("abcd")
+    _, a2 = corpus.load_corpus(tmp_path / "a.txt")
+    assert corpus.data_change(a, a2) == (
+        f"data file {tmp_path / 'a.txt'} changed since the run began (sha256 "
+        f"{a['sha256'][:12]}... -> {a2['sha256'][:12]}..., 3 -> 4 bytes)")
+    assert "records no data" in corpus.data_change(None, a)
+    assert "no data record was given" in corpus.data_change(a, None)
+
+
 # ---------------------------------------------------------------------------- split, entropy
 
 def test_train_val_split_is_the_tail():

@@ -20,7 +20,7 @@ import pytest
 
 from mmfree_ref.training import corpus, optim, schedule
 from mmfree_ref.training.train import (FORMAT, History, TrainSettings, load_state, save_loss_curve,
-                                       train)
+                                       save_state, train)
 
 V, D = 11, 6                    # odd sizes on purpose
 ROOT = Path(__file__).resolve().parents[3]
@@ -286,6 +286,82 @@ def test_resume_refuses_another_run(tmp_path):
     with pytest.raises(ValueError, match="no training checkpoint"):
         train(toy_params(), toy_loss_and_grads, BATCHES, 4, SETTINGS,
               checkpoint=tmp_path / "none.npz", resume=True, progress=False)
+
+
+def test_resume_refuses_changed_data_unless_asked(tmp_path):
+    data = tmp_path / "data.txt"
+    data.write_text("the first text")
+    _, record = corpus.load_corpus(data)
+    ckpt = tmp_path / "run.npz"
+    train(toy_params(), toy_loss_and_grads, BATCHES, 6, SETTINGS, checkpoint=ckpt, data=record,
+          max_minutes=0, progress=False)                       # stops at once, resumable
+    assert load_state(ckpt)[3] == record
+    data.write_text("the other text!")                         # replaced under the run
+    _, changed = corpus.load_corpus(data)
+    with pytest.raises(ValueError, match=rf"run\.npz: data file .*data\.txt changed since the run "
+                                         rf"began \(sha256 .* 14 -> 15 bytes\); restore the data, "
+                                         rf"or resume with allow_changed_data=True"):
+        train(toy_params(), toy_loss_and_grads, BATCHES, 6, SETTINGS, checkpoint=ckpt,
+              data=changed, resume=True, progress=False)
+    assert load_state(ckpt)[3] == record                       # refused: the file is untouched
+    done = train(toy_params(), toy_loss_and_grads, BATCHES, 6, SETTINGS, checkpoint=ckpt,
+                 data=changed, resume=True, allow_changed_data=True, progress=False)
+    assert done.step == 6 and load_state(ckpt)[3] == changed   # the new record from now on
+
+
+def test_resume_refuses_another_data_file_or_a_missing_record(tmp_path):
+    (tmp_path / "a.txt").write_text("text a")
+    (tmp_path / "b.txt").write_text("text a")                  # same bytes, another file
+    _, a = corpus.load_corpus(tmp_path / "a.txt")
+    _, b = corpus.load_corpus(tmp_path / "b.txt")
+    ckpt = tmp_path / "run.npz"
+    train(toy_params(), toy_loss_and_grads, BATCHES, 4, SETTINGS, checkpoint=ckpt, data=a,
+          max_minutes=0, progress=False)
+    with pytest.raises(ValueError, match=r"trained on data file .*a\.txt, not on data file "
+                                         r".*b\.txt"):
+        train(toy_params(), toy_loss_and_grads, BATCHES, 4, SETTINGS, checkpoint=ckpt, data=b,
+              resume=True, progress=False)
+    # a state file written before data records existed: no "data" key
+    arrays = state_arrays(ckpt)
+    del arrays["data"]
+    np.savez(ckpt, **arrays, elapsed_s=np.array(0.0))
+    assert load_state(ckpt)[3] is None
+    with pytest.raises(ValueError, match="records no data .* cannot be ruled out"):
+        train(toy_params(), toy_loss_and_grads, BATCHES, 4, SETTINGS, checkpoint=ckpt, data=a,
+              resume=True, progress=False)
+    assert train(toy_params(), toy_loss_and_grads, BATCHES, 4, SETTINGS, checkpoint=ckpt,
+                 resume=True, progress=False).step == 4        # no record either side: as before
+
+
+def test_a_refused_call_creates_no_directory(tmp_path):
+    with pytest.raises(ValueError, match="no training checkpoint"):
+        train(toy_params(), toy_loss_and_grads, BATCHES, 4, SETTINGS,
+              checkpoint=tmp_path / "new" / "run.npz", curve=tmp_path / "plots" / "c.png",
+              resume=True, progress=False)
+    with pytest.raises(ValueError, match="data must be None or a record of corpus.load_corpus"):
+        train(toy_params(), toy_loss_and_grads, BATCHES, 4, SETTINGS,
+              checkpoint=tmp_path / "new" / "run.npz", data={"path": "x.txt"}, progress=False)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the kill harness forks (POSIX)")
+def test_save_state_killed_at_each_step_keeps_a_loadable_state(tmp_path):
+    from tests.mmfree_ref.formats.kill_steps import each_kill
+    ckpt = tmp_path / "run.npz"
+    first = train(toy_params(), toy_loss_and_grads, BATCHES, 3, SETTINGS, checkpoint=ckpt,
+                  progress=False)
+    state, *_ = load_state(ckpt)
+    before = ckpt.read_bytes()
+    state.step = 4
+
+    def after_kill(k, step):
+        assert load_state(ckpt)[0].step in (3, 4), step        # old or new, complete
+        save_state(ckpt, state, 5, SETTINGS)                   # the next save cleans up
+        assert os.listdir(tmp_path) == ["run.npz"] and load_state(ckpt)[0].step == 4
+        ckpt.write_bytes(before)
+
+    steps = each_kill(lambda: save_state(ckpt, state, 5, SETTINGS), after_kill)
+    assert steps.count("write") > 10 and "replace" in steps and first.step == 3
 
 
 def test_truncated_or_foreign_checkpoint_is_a_clear_error(tmp_path):
