@@ -4,12 +4,14 @@
     mmfree fpga sweep --model 1.3B --plot s.png   tokens/s and tokens/J over cores x bandwidth
     mmfree fpga calibrate                         the model against the published figures
 """
+import argparse
 import dataclasses
 import json
 from pathlib import Path
 
-from mmfree_ref.formats.atomic import atomic_write
 from mmfree_ref.cli.common import add_command
+from mmfree_ref.cli.options import positive_float, positive_int
+from mmfree_ref.cli.paths import check_output_file, output_file
 from mmfree_ref.config import PRESETS as MODEL_SIZES, HGRNBitConfig, preset
 
 from .calibrate import all_rows
@@ -18,25 +20,30 @@ from .params import PRESETS, preset_params
 from .sweep import sweep
 
 OVERRIDES = (  # (flag, FPGAParams field, type, help)
-    ("--cores", "cores", int, "cores splitting each TMATMUL's rows"),
-    ("--clock-mhz", "clock_mhz", float, "core clock"),
-    ("--bandwidth-gbs", "offchip_bandwidth_gbs", float, "off-chip bandwidth, all channels"),
-    ("--lanes", "tmatmul_lanes", int, "ternary adds per cycle per core (adder-tree width)"),
-    ("--vector-lanes", "vector_lanes", int, "elements per cycle of the row-wise units"),
-    ("--fetch-bytes", "fetch_bytes", int, "bytes per memory read per core"),
-    ("--weight-bits", "weight_bits", float, "bits per stored ternary weight (2, or 1.6)"),
-    ("--devices", "devices", int, "FPGA boards (static power counts per board)"),
+    ("--cores", "cores", positive_int, "cores splitting each TMATMUL's rows"),
+    ("--clock-mhz", "clock_mhz", positive_float, "core clock"),
+    ("--bandwidth-gbs", "offchip_bandwidth_gbs", positive_float,
+     "off-chip bandwidth, all channels"),
+    ("--lanes", "tmatmul_lanes", positive_int,
+     "ternary adds per cycle per core (adder-tree width)"),
+    ("--vector-lanes", "vector_lanes", positive_int, "elements per cycle of the row-wise units"),
+    ("--fetch-bytes", "fetch_bytes", positive_int, "bytes per memory read per core"),
+    ("--weight-bits", "weight_bits", positive_float, "bits per stored ternary weight (2, or 1.6)"),
+    ("--devices", "devices", positive_int, "FPGA boards (static power counts per board)"),
 )
+DEFAULT_PRESET = "d5005-projected"
+SWEPT = ("cores", "offchip_bandwidth_gbs")     # the axes of `fpga sweep`: lists, not overrides
 
 
 def load_model(spec):
-    """--model: a size name (370M, 1.3B, 2.7B, 13B) or a checkpoint directory -> config."""
+    """--model: a size name (370M, 1.3B, 2.7B, 13B), a checkpoint directory or a config.json
+    file -> config (HGRNBitConfig checks every field: a negative size is refused there)."""
     if spec is None:
         raise ValueError(f"--model is required: one of {', '.join(MODEL_SIZES)} or a "
                          f"checkpoint directory")
     if spec in MODEL_SIZES:
         return preset(spec)
-    if Path(spec).is_dir():
+    if Path(spec).exists():
         return HGRNBitConfig.load(spec)
     raise ValueError(f"--model {spec!r}: expected one of {', '.join(MODEL_SIZES)} or a "
                      f"checkpoint directory holding config.json")
@@ -52,20 +59,28 @@ def build_params(args, skip=()):
     return p.replace(**changes)
 
 
-def _add_common(p, with_overrides=True):
+def _add_common(p, mode=False):
+    """The options of `mmfree fpga`, and of its modes (mode=True): there they default to
+    SUPPRESS, so that an option written before the mode (`fpga --model 1.3B sweep`) is kept
+    rather than reset by the mode's parser. The swept axes are lists in `sweep` (its own
+    --cores and --bandwidth-gbs)."""
+    default = (lambda d: argparse.SUPPRESS) if mode else (lambda d: d)
     # Not required=True: `mmfree fpga calibrate` has no model, and argparse would ask the
     # parent parser for one; run() and run_sweep() check it instead.
-    p.add_argument("--model", help=f"{', '.join(MODEL_SIZES)} or a checkpoint directory")
-    p.add_argument("--preset", default="d5005-projected", choices=sorted(PRESETS),
-                   help="accelerator configuration to start from (default: the paper's "
-                        "projected D5005 core)")
+    p.add_argument("--model", default=default(None),
+                   help=f"{', '.join(MODEL_SIZES)}, a checkpoint directory or a config.json")
+    p.add_argument("--preset", default=default(DEFAULT_PRESET), choices=sorted(PRESETS),
+                   help="accelerator configuration to start from (d5005-projected: the "
+                        "paper's projected D5005 core)")
     for flag, field, kind, text in OVERRIDES:
-        if with_overrides:
-            p.add_argument(flag, dest=field, type=kind, default=None, help=text)
-    p.add_argument("--weights-on-chip", action="store_true",
+        if not (mode and field in SWEPT):
+            p.add_argument(flag, dest=field, type=kind, default=default(None), help=text)
+    p.add_argument("--weights-on-chip", action="store_true", default=default(False),
                    help="ternary weights in on-chip SRAM (TerEffic's fully on-chip design)")
-    p.add_argument("--json", metavar="OUT", help="also write the numbers as JSON")
-    p.add_argument("--plot", metavar="PNG", help="also draw the picture")
+    p.add_argument("--json", metavar="OUT", default=default(None),
+                   help="also write the numbers as JSON (missing directories are made)")
+    p.add_argument("--plot", metavar="PNG", default=default(None),
+                   help="also draw the picture (missing directories are made)")
 
 
 def register(sub):
@@ -85,15 +100,19 @@ def register(sub):
                    help="only the L blocks (no embedding, no LM head), as the paper's tables")
     p.set_defaults(func=run)
     modes = p.add_subparsers(dest="fpga_mode", metavar="MODE")
-    s = modes.add_parser("sweep", help="tokens/s and tokens/J over cores x bandwidth")
-    _add_common(s, with_overrides=False)
+    s = modes.add_parser("sweep", help="tokens/s and tokens/J over cores x bandwidth",
+                         description="tokens/s and tokens/J of a batch-1 token step over "
+                                     "every core count x off-chip bandwidth")
+    _add_common(s, mode=True)
     s.add_argument("--cores", dest="cores_list", default="1,2,4,8,16,32,64",
                    help="comma-separated core counts")
     s.add_argument("--bandwidth-gbs", dest="bandwidth_list", default="4.8,19.2,76.8,460",
                    help="comma-separated off-chip bandwidths in GB/s")
     s.set_defaults(func=run_sweep)
-    c = modes.add_parser("calibrate", help="the model against the published figures")
-    c.add_argument("--json", metavar="OUT", help="also write the comparisons as JSON")
+    c = modes.add_parser("calibrate", help="the model against the published figures",
+                         description="the cycle model's figures beside the published ones")
+    c.add_argument("--json", metavar="OUT", default=argparse.SUPPRESS,
+                   help="also write the comparisons as JSON (missing directories are made)")
     c.set_defaults(func=run_calibrate)
 
 
@@ -108,9 +127,22 @@ def _numbers(text, kind, flag):
 
 
 def _write_json(path, obj):
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as f:
+    with output_file(path) as f:
         f.write((json.dumps(obj, indent=2) + "\n").encode())
+
+
+def _check_outputs(args):
+    for flag in ("json", "plot"):
+        if getattr(args, flag, None):
+            check_output_file(getattr(args, flag), f"--{flag}")
+
+
+def _refuse_unused(args, mode, unused):
+    """Options written before `sweep`/`calibrate` that the mode does not take: an error, not
+    silently ignored. unused: [(attribute, flag, why)]."""
+    for attr, flag, why in unused:
+        if getattr(args, attr, None) not in (None, False):
+            raise ValueError(f"{flag} (written before {mode!r}) {why}")
 
 
 def format_account(acct, params, name):
@@ -145,6 +177,7 @@ def account_json(acct, params, name):
 
 
 def run(args):
+    _check_outputs(args)
     config = load_model(args.model)
     params = build_params(args)
     acct = token_account(config, params, blocks_only=args.blocks_only)
@@ -160,12 +193,17 @@ def run(args):
 
 
 def run_sweep(args):
-    config = load_model(args.model)
+    _refuse_unused(args, "sweep", [
+        ("cores", "--cores", "is one count; sweep takes its list after the mode: mmfree fpga "
+                             "sweep --cores 1,2,4"),
+        ("offchip_bandwidth_gbs", "--bandwidth-gbs", "is one value; sweep takes its list "
+                                                     "after the mode: --bandwidth-gbs 4.8,76.8"),
+        ("blocks_only", "--blocks-only", "applies to the per-operator account, not to sweep")])
+    _check_outputs(args)
     cores = _numbers(args.cores_list, int, "--cores")
     bandwidths = _numbers(args.bandwidth_list, float, "--bandwidth-gbs")
-    params = preset_params(args.preset)
-    if args.weights_on_chip:
-        params = params.replace(weights_on_chip=True)
+    config = load_model(args.model)
+    params = build_params(args, skip=SWEPT)
     points = sweep(config, params, cores, bandwidths)
     print(f"{'cores':>5s} {'GB/s':>8s} {'tokens/s':>10s} {'tokens/J':>10s} {'W':>8s} mem-bound")
     for pt in points:
@@ -183,6 +221,16 @@ def run_sweep(args):
 
 
 def run_calibrate(args):
+    _refuse_unused(args, "calibrate", [
+        (attr, flag, "is not used: calibrate compares the paper's own configurations with "
+                     "its published figures")
+        for attr, flag in [("model", "--model"), ("weights_on_chip", "--weights-on-chip"),
+                           ("plot", "--plot"), ("blocks_only", "--blocks-only")]
+        + [(field, flag) for flag, field, _, _ in OVERRIDES]])
+    if args.preset != DEFAULT_PRESET:
+        raise ValueError("--preset (written before 'calibrate') is not used: calibrate "
+                         "compares the paper's own configurations with its published figures")
+    _check_outputs(args)
     groups = all_rows()
     for title, rows in groups:
         print(title)

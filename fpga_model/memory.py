@@ -23,9 +23,13 @@ and, per token, the tensors saved for the backward in `act_bytes` each. A vanill
 after its weight and the quantized input (3 x d_in), and the dequantized weight copy w_quant
 (one fp32 copy per ternary weight); the fused one recomputes all of them from x in the
 backward. Both keep x (shared by i/f/g), the MLGRU cache (i, sigmoid(f), f, h, g, rmsnorm(g))
-and the GLU's gate and u. Under these counts the saving tends to ~57% as tokens grow, close to
-but below the paper's 61%: the paper's batch/sequence wording is ambiguous and its eager
-vanilla layer may keep more temporaries than listed here.
+and the GLU's gate and u. Under these counts the saving tends to ~57% as tokens grow, and with
+the optimizer state counted it stays far lower (44.8% at the token count where the 1.3B vanilla
+total is 82 GB): 82 and 32 GB cannot both include the 21.8 GB of optimizer state that both
+columns share. Left out (cmd_memory.paper_saving_without_optimizer), the same counts give
+82 -> 32.7 GB, 60.1%, near the paper's 61%. The paper does not say what its figures include, so
+that it leaves the optimizer state out is an inference from the numbers; its eager vanilla
+layer may also keep temporaries not listed here.
 """
 import math
 from typing import NamedTuple

@@ -20,7 +20,8 @@ def register(sub):
     p.add_argument("ckpt_dir", help="checkpoint directory (config.json + model*.safetensors)")
     p.add_argument("--ids", required=True, help="int array (batch, seq) in a .npy file")
     p.add_argument("--engines", default="oracle,oracle32",
-                   help="comma-separated, the reference first (default oracle,oracle32)")
+                   help="comma-separated engine names, the reference (oracle or oracle32) "
+                        "first")
     p.set_defaults(func=run)
 
 

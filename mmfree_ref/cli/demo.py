@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from mmfree_ref.cli.common import add_command
+from mmfree_ref.cli.options import nonneg_int, positive_float
+from mmfree_ref.cli.paths import check_output_dir, make_dirs
 from mmfree_ref.training import corpus, tokenizer
 from mmfree_ref.formats.checkpoint import save_checkpoint
 from mmfree_ref.config import HGRNBitConfig
@@ -82,6 +84,7 @@ def run_demo(minutes=3.5, out="mmfree-demo", seed=0, setup=DemoSetup(), progress
     batches = corpus.batch_sampler(train_tokens, setup.batch_size, setup.seq_len)
     val_ids = corpus.eval_windows(val_tokens, setup.seq_len, setup.val_windows)
     steps, step_s = _steps_for(minutes, config, params, batches)
+    make_dirs(out)                   # inputs are good: now the output directory may be made
     print(f"corpus: {len(tokens):,} byte tokens (Python's docstrings), unigram entropy "
           f"{entropy:.3f} nats; model: d={config.hidden_size}, L={config.num_hidden_layers}, "
           f"{sum(v.size for v in params.values()):,} parameters; {steps} steps of "
@@ -130,12 +133,17 @@ def register(sub):
         "unigram entropy, and save the checkpoint (reference layout and 2-bit packed "
         "export), the loss curve and generated samples.",
         ["mmfree demo", "mmfree demo --minutes 1 --out /tmp/demo"])
-    p.add_argument("--minutes", type=float, default=3.5, help="training time (default 3.5)")
-    p.add_argument("--out", default="mmfree-demo", help="output directory (default mmfree-demo)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--minutes", type=positive_float, default=3.5,
+                   help="training time in minutes (wall clock)")
+    p.add_argument("--out", default="mmfree-demo",
+                   help="output directory (made if missing, like mkdir -p; files of an earlier "
+                        "demo in it are replaced)")
+    p.add_argument("--seed", type=nonneg_int, default=0,
+                   help="seed of the initial weights, the batches and the samples")
     p.set_defaults(func=run)
 
 
 def run(args):
+    check_output_dir(args.out, "--out")
     print_summary(run_demo(args.minutes, args.out, args.seed))
     return 0

@@ -5,27 +5,40 @@ function of the parsed args returning an exit code). The oracle's own subcommand
 `_OWN`; gpu/ and fpga_model/ add theirs through the "mmfree.commands" entry-point group in
 pyproject.toml, so that mmfree_ref never imports them.
 
-Errors a user can fix (a bad file, an id out of range, a wrong shape) are ValueError; they are
-printed as one line and the command exits with code 2.
+This is the one place where errors become what the user sees (errors.py): a usage error, a bad
+input (ValueError) or an operating-system error on a path is one line and exit code 2; any other
+exception is an internal error, one line and exit code 1, whose traceback `--debug` (or
+MMFREE_DEBUG=1) shows.
 """
-import argparse
 import importlib
+import os
 import sys
-from importlib.metadata import entry_points
+import textwrap
+from importlib.metadata import PackageNotFoundError, entry_points, version
+
+from mmfree_ref.cli.errors import describe
+from mmfree_ref.cli.options import Parser
 
 # Modules of mmfree_ref whose `register` adds a subcommand.
 _OWN = ("mmfree_ref.cli.logits", "mmfree_ref.cli.grads", "mmfree_ref.cli.generate",
         "mmfree_ref.cli.demo", "mmfree_ref.cli.train", "mmfree_ref.cli.crosscheck")
 
+EPILOG = ("Errors are one line (exit code 2 for a bad input, 1 for an internal error); "
+          "--debug or MMFREE_DEBUG=1 shows the traceback. Commands create missing output "
+          "directories (like mkdir -p), and only after their inputs are checked.")
 
-class UsageError(ValueError):
-    """A mistake in the command line or its input files."""
+
+def _version():
+    try:
+        return f"mmfree {version('mmfree')}"
+    except PackageNotFoundError:
+        return "mmfree (not installed: no version; pip install -e . gives one)"
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="mmfree", description="MatMul-free language models: oracle, training, generation.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="mmfree", epilog=textwrap.fill(EPILOG, 88),
+                    description="MatMul-free language models: oracle, training, generation.")
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in _OWN:
         importlib.import_module(module).register(sub)
@@ -34,14 +47,24 @@ def build_parser():
     return parser
 
 
+def _debug(args):
+    return getattr(args, "debug", False) or os.environ.get("MMFREE_DEBUG", "") not in ("", "0")
+
+
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:            # --help, --version, or a usage error (one line)
+        return e.code
     try:
         return args.func(args) or 0
-    except (ValueError, FileNotFoundError) as e:
-        print(f"mmfree {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as e:    # the boundary: every error ends here
+        if _debug(args):
+            raise
+        line, code = describe(e, args)
+        print(f"mmfree {args.command}: {line}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

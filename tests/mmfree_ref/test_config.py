@@ -1,9 +1,11 @@
+import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
 
-from mmfree_ref.config import HGRNBitConfig, preset
+from mmfree_ref.config import FIELD_KINDS, HGRNBitConfig, preset
 from mmfree_ref.params import init_params, param_shapes
 from tests.conftest import REF_SMALL
 
@@ -61,3 +63,67 @@ def test_bad_config_files(tmp_path):
         HGRNBitConfig.load(tmp_path)
     with pytest.raises(ValueError, match="unknown model size"):
         preset("7B")
+
+
+# ----------------------------------------------------------------------------- validation
+
+@pytest.mark.parametrize("field, value, message", [
+    ("hidden_size", "512", 'hidden_size must be a positive integer, got "512"'),
+    ("hidden_size", 0, "hidden_size must be a positive integer, got 0"),
+    ("hidden_size", True, "hidden_size must be a positive integer, got true"),
+    ("hidden_size", 48.0, "hidden_size must be a positive integer, got 48.0"),
+    ("num_heads", 0, "num_heads must be a positive integer, got 0"),
+    ("num_hidden_layers", -1, "num_hidden_layers must be a positive integer"),
+    ("intermediate_size", 0, "intermediate_size must be a positive integer or null"),
+    ("rms_norm_eps", -1, "rms_norm_eps must be a finite number > 0, got -1"),
+    ("rms_norm_eps", 0.0, "rms_norm_eps must be a finite number > 0, got 0.0"),
+    ("rms_norm_eps", float("nan"), "rms_norm_eps must be a finite number > 0, got NaN"),
+    ("hidden_ratio", None, "hidden_ratio must be a finite number > 0, got null"),
+    ("bos_token_id", -1, "bos_token_id must be a token id"),
+    ("use_lower_bound", 1, "use_lower_bound must be true or false, got 1"),
+    ("model_type", None, "model_type must be a string, got null"),
+    ("initializer_range", -0.1, "initializer_range must be a finite number >= 0"),
+])
+def test_every_field_is_checked_at_construction(field, value, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        HGRNBitConfig(**{field: value})
+    with pytest.raises(ValueError, match=re.escape(f"cfg.json: {message}")):
+        HGRNBitConfig.from_dict({field: value}, source="cfg.json")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"hidden_size": 10, "num_heads": 3}, "hidden_size 10 is not divisible by num_heads 3"),
+    ({"hidden_size": 1, "hidden_ratio": 1}, "gives a GLU width of 0"),
+])
+def test_relations_between_fields(change, message):
+    with pytest.raises(ValueError, match=message):
+        HGRNBitConfig(**change)
+
+
+def test_every_field_has_a_kind():
+    """A field added to the dataclass without a check would pass anything."""
+    fields = {f.name for f in dataclasses.fields(HGRNBitConfig)} - {"extra"}
+    assert fields == set(FIELD_KINDS)
+
+
+def test_changes_are_checked_and_numpy_integers_become_ints():
+    config = HGRNBitConfig(hidden_size=np.int64(8), num_hidden_layers=np.int32(2))
+    assert type(config.hidden_size) is int and json.dumps(config.to_dict())
+    with pytest.raises(ValueError, match="num_heads must be"):
+        dataclasses.replace(config, num_heads=0)
+    huge = HGRNBitConfig(rms_norm_eps=10**400)          # an int too large for a float is finite
+    assert huge.rms_norm_eps == 10**400
+
+
+def test_config_files_are_named(tmp_path):
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'config.json'}: must hold a "
+                                                   f"JSON object")):
+        HGRNBitConfig.load(tmp_path)
+    (tmp_path / "config.json").write_bytes(b'{"hidden_act": "sw\xefsh"}')
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'config.json'}: not UTF-8 text "
+                                                   f"(byte 18 is 0xef)")):
+        HGRNBitConfig.load(tmp_path)
+    (tmp_path / "config.json").write_text('{"num_heads": 0}')
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'config.json'}: num_heads")):
+        HGRNBitConfig.load(tmp_path / "config.json")

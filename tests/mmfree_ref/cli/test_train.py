@@ -1,9 +1,12 @@
 """`mmfree train` end to end: a run killed with SIGKILL and resumed equals an uninterrupted one."""
+import hashlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,3 +76,22 @@ def test_float_twin_and_errors(tmp_path, text_file, capsys):
     assert main(["train", "--out", str(tmp_path / "x"), "--steps", "3", "--data",
                  str(tmp_path / "missing.txt")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_resume_refuses_changed_data(tmp_path, text_file, capsys):
+    """run.json keeps the data file's absolute path and sha256; a resume on changed content is
+    refused in one line unless --allow-changed-data."""
+    out = tmp_path / "run"
+    small = ["--hidden-size", "8", "--layers", "1", "--batch-size", "2", "--seq-len", "16"]
+    assert main(["train", "--out", str(out), "--data", text_file, "--steps", "2", *small]) == 0
+    run = json.loads((out / "run.json").read_text())
+    content = Path(text_file).read_bytes()
+    assert run["data"] == str(Path(text_file).resolve())
+    assert run["data_record"]["sha256"] == hashlib.sha256(content).hexdigest()
+    Path(text_file).write_bytes(content.replace(b"ternary", b"binary!"))
+    resume = ["train", "--out", str(out), "--steps", "2", "--resume"]
+    capsys.readouterr()
+    assert main(resume) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "changed since the run began" in err
+    assert main(resume + ["--allow-changed-data"]) == 0
