@@ -14,6 +14,8 @@ import math
 import numbers
 from pathlib import Path
 
+from mmfree_ref.formats.atomic import atomic_write
+
 
 class ConfigError(ValueError):
     """A config field of the wrong type or range; the message starts with the field's name."""
@@ -179,7 +181,8 @@ class HGRNBitConfig:
         return cls.from_dict(d, source=str(path))
 
     def save(self, path):
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        with atomic_write(path) as f:
+            f.write((json.dumps(self.to_dict(), indent=2) + "\n").encode())
 
 
 def _json_kind(value):

@@ -15,6 +15,7 @@ from mmfree_ref.cli.common import add_command
 from mmfree_ref.cli.options import nonneg_int, positive_float
 from mmfree_ref.cli.paths import check_output_dir, make_dirs
 from mmfree_ref.training import corpus, tokenizer
+from mmfree_ref.formats.atomic import atomic_write
 from mmfree_ref.formats.checkpoint import save_checkpoint
 from mmfree_ref.config import HGRNBitConfig
 from mmfree_ref.generation.generate import OracleDecoder, generate
@@ -100,7 +101,8 @@ def run_demo(minutes=3.5, out="mmfree-demo", seed=0, setup=DemoSetup(), progress
     save_checkpoint(out / "checkpoint", config, result.params, dtype="float32")
     save_packed(out / "model-ternary-packed.safetensors", pack_params(config, result.params))
     samples = _samples(result.params, config, np.random.default_rng(seed))
-    (out / "samples.txt").write_text(samples)
+    with atomic_write(out / "samples.txt") as f:
+        f.write(samples.encode())
     return dict(entropy=entropy, val_loss=val, train_loss=float(np.mean(result.history.loss[-20:])),
                 steps=result.step, stopped=result.stopped, train_s=result.elapsed_s,
                 total_s=time.perf_counter() - t_start, out=out, samples=samples,

@@ -15,6 +15,7 @@ import numpy as np
 from mmfree_ref.cli.common import add_command, load_ids
 from mmfree_ref.cli.options import nonneg_float, nonneg_int, probability, positive_int
 from mmfree_ref.equivalence.trace import tracing
+from mmfree_ref.formats.atomic import resolve_dir
 from mmfree_ref.formats.checkpoint import load_checkpoint
 from mmfree_ref.formats.packed import dequantize_params, load_packed
 from mmfree_ref.generation.generate import OracleDecoder, generate, make_decoder
@@ -81,7 +82,7 @@ def register(sub):
 
 def _load(args):
     """MODEL -> (config, decoder): a checkpoint directory, or a packed export file."""
-    path = Path(args.model)
+    path = resolve_dir(args.model)       # an interrupted save's complete copy, where one is left
     if path.is_file():
         if args.device != "cpu":
             raise ValueError(f"MODEL {path} is a packed export: it is decoded on the cpu here; "

@@ -167,7 +167,8 @@ def load_packed(path, dtype=None):
         raise ValueError(f"{path}: not a packed ternary export (metadata format "
                          f"{metadata.get('format')!r}, expected {FORMAT!r})")
     try:
-        config = HGRNBitConfig.from_dict(json.loads(metadata["config"]))
+        config = HGRNBitConfig.from_dict(json.loads(metadata["config"]),
+                                         source=f"{path}: metadata 'config'")
     except (KeyError, json.JSONDecodeError, TypeError) as e:
         raise ValueError(f"{path}: metadata 'config' is missing or not a config.json "
                          f"object ({e!r})") from None
