@@ -12,6 +12,8 @@
 # at the straight-through estimator that lets gradients pass through them.
 
 # %%
+import math
+
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -38,6 +40,10 @@ T, scale = absmean_ternary(W)
 print(f"scale = {float(scale):.2f} = 1 / mean|W|;  1 / scale = {1 / float(scale):.5f}")
 for v in (-1, 0, 1):
     print(f"  {v:+d}: {np.mean(T == v):6.1%} of the weights")
+p_zero = math.erf(0.5 * math.sqrt(2 / math.pi) / math.sqrt(2))   # P(|Z| < 0.40), Z ~ N(0, 1)
+assert np.isclose(scale, 1 / np.mean(np.abs(W)), rtol=1e-12), "the scale is 1 / mean|W|"
+# 65,536 weights: the zero fraction scatters by 0.002 (one standard deviation) around p_zero
+assert abs(np.mean(T == 0) - p_zero) < 0.01, f"expected about {p_zero:.0%} zeros"
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
@@ -67,9 +73,21 @@ q, s = absmax_int8(x)
 x_hat = q / s
 q_all, s_all = absmax_int8(x.reshape(1, -1))           # the whole array as one "token"
 per_tensor = (q_all / s_all).reshape(x.shape)
+rms = np.sqrt(np.mean((x_hat - x) ** 2, axis=-1))                  # (4,) one per token
+rms_shared = np.sqrt(np.mean((per_tensor - x) ** 2, axis=-1))
 print("per-token scale:", np.round(s.ravel(), 2))
-print(f"rms error, per-token scales : {np.sqrt(np.mean((x_hat - x) ** 2)):.4f}")
-print(f"rms error, one scale for all: {np.sqrt(np.mean((per_tensor - x) ** 2)):.4f}")
+print(f"rms error, per-token scales : {np.sqrt(np.mean(rms ** 2)):.4f}")
+print(f"rms error, one scale for all: {np.sqrt(np.mean(rms_shared ** 2)):.4f}")
+print(f"tokens 1-3 alone: {rms[1:].mean():.4f} with their own scales, "
+      f"{rms_shared[1:].mean():.4f} with the outlier's")
+# 512 values a token: each rms is within 2% (one standard deviation) of 1 / (scale sqrt(12))
+assert np.allclose(rms, 1 / (s.ravel() * np.sqrt(12)), rtol=0.1), "rms = step / sqrt(12)"
+assert np.all(rms_shared[1:] > 5 * rms[1:]), "the outlier's scale should crush tokens 1-3"
+
+# %% [markdown]
+# Rounding moves each value by at most half a step $1/\text{scale}$, evenly spread, so the rms
+# error of a token is $1/(\text{scale}\sqrt{12})$. Tokens 1-3 have scales near 40; with the
+# outlier's scale, 3.2, their error grows by the ratio of the scales, about 12x.
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
@@ -93,6 +111,10 @@ print("value               ", ties)
 print("half to even (rint) ", np.rint(ties))
 print("half away from zero ", round_half_away_from_zero(ties))
 print("floor(v + 0.5)      ", np.floor(ties + 0.5), " <- wrong for negative ties")
+assert np.array_equal(np.rint(ties), [-2, -2, 0, 0, 2, 2]), "np.rint: ties to even"
+assert np.array_equal(round_half_away_from_zero(ties), [-3, -2, -1, 1, 2, 3]), "ties away"
+assert np.array_equal(np.floor(ties + 0.5) != round_half_away_from_zero(ties), ties < 0), (
+    "floor(v + 0.5) goes wrong exactly at the negative ties")
 
 # %% [markdown]
 # ## The straight-through estimator
@@ -106,8 +128,11 @@ print("floor(v + 0.5)      ", np.floor(ties + 0.5), " <- wrong for negative ties
 # %%
 v = np.linspace(-0.05, 0.05, 801)
 tokens = np.stack([v, np.ones_like(v)], axis=-1)          # (801, 2): max |x| = 1 in each row
+stairs = activation_quant(tokens)[:, 0]
+assert np.allclose(stairs * 127, np.round(stairs * 127)), "steps of 1/127"
+assert np.max(np.abs(stairs - v)) <= 0.5 / 127 + 1e-15, "within half a step of v"
 fig, ax = plt.subplots(figsize=(6, 3.2))
-ax.plot(v, activation_quant(tokens)[:, 0], label="forward: activation_quant")
+ax.plot(v, stairs, label="forward: activation_quant")
 ax.plot(v, v, "--", label="backward (STE): identity, slope 1")
 ax.set(xlabel="v", ylabel="quantized v", title="8-bit staircase, steps of 1/127")
 ax.legend()
@@ -138,4 +163,5 @@ ax.semilogy(losses)
 ax.set(xlabel="step", ylabel="mean squared error", title="training through the STE")
 plt.show()
 print(f"loss {losses[0]:.3f} -> {losses[-1]:.4f}")
-assert losses[-1] < 0.1 * losses[0]
+assert len(np.unique(cache.w_hat)) <= 3, "the forward used three weight values: -1, 0, +1 (scaled)"
+assert losses[-1] < 0.1 * losses[0], "the loss should fall at least 10x (measured: 64x)"

@@ -44,12 +44,20 @@ batches = corpus.batch_sampler(train_tokens, B, T)
 val_ids = corpus.eval_windows(val_tokens, T, max_windows=16)
 print(f"{len(tokens):,} tokens; unigram entropy {entropy:.3f} nats/byte; "
       f"{sum(v.size for v in init.values()):,} parameters")
+frequency = np.bincount(train_tokens, minlength=config.vocab_size) / len(train_tokens)
+assert np.isclose(-np.mean(np.log(frequency[train_tokens])), entropy, rtol=1e-12), (
+    "the unigram entropy is the loss of predicting every byte by its frequency")
 
 # %% [markdown]
 # ## Train the ternary model and its float twin
 #
 # `train` draws its batches from a Generator seeded by the settings, so both runs see the same
 # batches in the same order.
+#
+# Every matrix here is small (at most 512 x 64). If this cell takes minutes rather than
+# seconds, your BLAS library is likely splitting these tiny products over several threads that
+# wait for each other on a busy machine: start Jupyter with `OPENBLAS_NUM_THREADS=1` (on a
+# loaded 2-core machine that made a training step 20 times faster).
 
 # %%
 runs = {}
@@ -73,7 +81,10 @@ ax.set(xlabel="step", ylabel="loss (nats / byte)", title="ternary vs float, same
 ax.legend()
 plt.show()
 ternary = runs["ternary (MatMul-free)"].history.val_loss[-1]
-assert ternary < entropy, "the ternary model should beat the unigram baseline"
+float_twin = runs["float twin"].history.val_loss[-1]
+# measured: both end 0.8-1.0 nats below the entropy; "clearly below" is taken as 0.4
+assert ternary < entropy - 0.4 and float_twin < entropy - 0.4, "both should use the context"
+assert entropy - ternary > 0.5 * (entropy - float_twin), "ternary: most of the float gain"
 
 # %% [markdown]
 # ## Generation with the recurrent state
@@ -89,5 +100,9 @@ decoder = OracleDecoder(params, config)
 prompt = "Return the "
 new = generate(decoder, config, tokenizer.encode(prompt, bos=True), 80,
                np.random.default_rng(0), temperature=0.8, top_k=20)
-print(repr(prompt + tokenizer.decode(new)))
+text = tokenizer.decode(new)
+print(repr(prompt + text))
 print("state carried between steps:", [h.shape for h in decoder.state])
+assert [h.shape for h in decoder.state] == [(1, config.hidden_size)] * config.num_hidden_layers
+# uniform random ids would be 21% letters and spaces (53 of 258); measured about 90%
+assert np.mean([ch.isalpha() or ch == " " for ch in text]) > 0.6, "letter statistics"

@@ -45,6 +45,9 @@ for name in SIZES:
     memory = [r for r in inference_rows(cfg, "fp16") if r.item.startswith("recurrent")][0]
     state, kv = memory.matmul_free, memory.transformer     # MLGRU h vs KV cache, bytes
     rows[name] = dict(ternary=ternary, fp16=fp16, kv=kv, state=state)
+    # 16 bits against 2 per weight; the fp16 count also holds the norm vectors (0.02% more)
+    assert 8 <= fp16 / ternary < 8.01, f"{name}: fp16 should be 8x the packed bytes"
+    assert kv == 2 * 2048 * state, "K and V for each of 2048 tokens vs one h vector per layer"
     print(f"{name:5s} ternary {ternary / 1e9:6.2f} GB   Transformer++ fp16 {fp16 / 1e9:6.2f} GB "
           f"(x{fp16 / ternary:.1f})   KV cache @2048 {kv / 1e9:5.2f} GB vs MLGRU state "
           f"{state / 1e6:.2f} MB")
@@ -139,8 +142,11 @@ if bench is not None:
     for r in timed(bench["kernels"], "gemv_packed"):
         _, n, k = r["shape"]
         ax.loglog(4.0, n * k / (r["ms"] * 1e-3), "o", color="C1")
+        # on or below the roof; 10% slack: a copy reads and writes, a GEMV only reads
+        assert n * k / (r["ms"] * 1e-3) < 1.1 * 4.0 * bw, f"{r['shape']}: above the roof?"
         if r.get("fp16_ms"):
             ax.loglog(1.0, 2 * n * k / (r["fp16_ms"] * 1e-3), "s", color="C0")
+            assert 2 * n * k / (r["fp16_ms"] * 1e-3) < 1.1 * 1.0 * bw, "fp16 above the roof?"
     ax.plot([], [], "o", color="C1", label="ternary GEMV (additions / s)")
     ax.plot([], [], "s", color="C0", label="fp16 GEMV, cuBLAS (flops / s)")
     ax.set_title(f"GEMV roofline, {bench['device']}, {bench['date']}")
@@ -186,5 +192,9 @@ if decode:
                  if "speedup_vs_best_fp16" in r else "")
         print(f"{r['size']:5s} {r['graph_ms']:.3f} ms/token, floor {r['floor_ms']:.3f} ms "
               f"(the floor is {r['floor_ms'] / r['graph_ms']:.0%} of the measured time){extra}")
+        floor_ms = 1e3 * packed_bytes(preset(r["size"]), include_head=True) / (
+            record["copy_gbps"] * 1e9)
+        assert np.isclose(r["floor_ms"], floor_ms, rtol=1e-12), "floor = packed bytes / copy"
+        assert r["floor_ms"] <= r["graph_ms"], "no decode step can beat its bandwidth floor"
 else:
     print("No recorded decode-step timings to show.")

@@ -52,6 +52,9 @@ ax.set(yticks=range(len(rows)), yticklabels=[f"{f} ({b} bits)" for f, b in rows]
 ax.axvline(0, color="0.8", zorder=0)
 plt.show()
 assert set(FORMATS) == {f for f, _ in rows}
+assert value_set("signed", 3).tolist() == list(range(-4, 4)), "one more negative value"
+assert value_set("bipolar", 3).tolist() == list(range(-7, 8, 2)), "the odd integers, no zero"
+assert value_set("ternary", 2).tolist() == [-1, 0, 1], "two masks: is +1, is -1"
 
 # %% [markdown]
 # ## A product, plane by plane
@@ -67,6 +70,8 @@ w = rng.integers(-1, 2, (1, K))                           # ternary
 a_planes, w_planes = pack_planes(a, "signed", 3), pack_planes(w, "ternary", 2)
 P = popcounts(a_planes, w_planes)[:, :, 0, 0]             # (3, 2)
 print("a_planes", a_planes.shape, "w_planes", w_planes.shape, "(bits, rows, words)")
+assert a_planes.shape == (3, 1, 2) and a_planes.dtype == np.uint32, "40 values: 2 words"
+assert a_planes[0, 0, 0] & 1 == a[0, 0] & 1, "the first value in the lowest bit"
 print("P[i, j] = popcount(a_i AND w_j):\n", P)
 alpha, c_a = plane_weights("signed", 3)
 beta, c_w = plane_weights("ternary", 2)
@@ -95,8 +100,11 @@ plt.show()
 # so both of the model's operand types fit this form.
 
 # %%
+sa, sb = rng.choice([-1, 1], 64), rng.choice([-1, 1], 64)   # two sign vectors, K = 64
+assert sa @ sb == 64 - 2 * np.sum(sa != sb), "K - 2 popcount(s XOR t)"
 x = rng.integers(-8, 8, (4, 64))                          # signed 4-bit
 v = signed_to_bipolar(x)                                  # odd, bipolar 4-bit
+assert np.array_equal(v, 2 * x + 1), "v = 2x + 1"
 u = signed_to_bipolar(rng.integers(-2, 2, (3, 64)))       # bipolar 2-bit weights
 by_xor = matmul_by_planes(v, "bipolar", 4, u, "bipolar", 2, op="xor")
 assert np.array_equal(by_xor, v @ u.T)
@@ -130,12 +138,14 @@ print("ternary_accumulate_planes == ternary_accumulate; bitlinear_planes == bitl
 # that into time depends on whether the product is memory-bound (decoding: fewer weight bits
 # means fewer bytes to read) or compute-bound (prefill). Where the GPU benchmark's recorded heat
 # map is shipped in `docs/` (`bitplane_heatmap.json`, written by `gpu/bench/bitplane.py` on a
-# real GPU, with its device and date), it is drawn beside the count; the documentation site's
-# Benchmarks page has the full tables.
+# real GPU, with its device and date), it is drawn beside the count: there, at decode, W2A8
+# takes about a third of W8A8's time. The documentation site's Benchmarks page has the full
+# tables.
 
 # %%
 bits = np.arange(1, 9)
 pairs = bits[:, None] * bits[None, :]                     # [wbits, abits]
+assert (pairs[1, 7], pairs[7, 7], pairs[0, 7]) == (16, 64, 8), "W2A8, W8A8, W1A8"
 DOCS = next(p / "docs" for p in [Path.cwd(), *Path.cwd().parents] if (p / "docs").is_dir())
 recorded = DOCS / "bitplane_heatmap.json"
 meta = json.loads(recorded.read_text()) if recorded.is_file() else {}
@@ -160,6 +170,9 @@ if heat:
                    title=f"recorded GEMV {M}x{N}x{K} ({heat['version']}), microseconds\n"
                          f"{meta['device']}, {meta['date']}")
     print(f"recorded on {meta['device']} on {meta['date']} (docs/bitplane_heatmap.json)")
+    w2a8, w8a8 = us[hb.index(2), hb.index(8)], us[hb.index(8), hb.index(8)]
+    print(f"W2A8 {w2a8:.1f} us, W8A8 {w8a8:.1f} us: {w2a8 / w8a8:.2f} of the time")
+    assert w2a8 < 0.5 * w8a8, "decoding with 2-bit weights: far less time than 8-bit"
 else:
     print("no recorded GPU heat map in docs/: only the operation count is drawn")
 plt.tight_layout()

@@ -44,6 +44,10 @@ acct = token_account(config, D5005_PROJECTED)
 print(f"{acct.ms_per_token:.1f} ms/token = {acct.tokens_per_s:.1f} tokens/s at "
       f"{acct.power_w:.1f} W ({acct.tokens_per_j:.2f} tokens/J); "
       f"{acct.weight_bytes / 2**20:.0f} MiB of packed ternary weights read per token")
+proj = D5005_PROJECTED
+port = proj.fetch_bytes / proj.cycles_per_fetch * proj.clock_mhz * 1e6   # bytes / s
+one_pass_ms = 1e3 * acct.weight_bytes / port
+print(f"one pass over the weights at the read port ({port / 1e9:.2f} GB/s): {one_pass_ms:.1f} ms")
 
 by_unit = {}
 for a in acct.ops:
@@ -57,11 +61,18 @@ axes[1].barh([a.name for a in ops], [1e3 * a.seconds for a in ops],
 axes[1].set(xlabel="ms per token (all layers)", title="the 10 slowest operators (blue: memory-bound)")
 plt.tight_layout()
 plt.show()
+assert by_unit["TMATMUL"] / acct.seconds > 0.98, "TMATMUL: about 99% of the time"
+assert all(a.bound == "memory" for a in acct.ops if a.unit == "TMATMUL"), "bound by the weights"
+# the pass itself, plus the norms, row-wise operations and pipeline fills (1% measured)
+assert 1 <= acct.ms_per_token / one_pass_ms < 1.05, "a token ~ one pass over the weights"
+# four times the weights per block, and the LM head adds 5% to the 24 blocks
+assert 3.9 < acct.ms_per_token / 42 < 4.4, "4x the paper's d = 1024 figure"
 
 # %% [markdown]
 # TMATMUL dominates, as the paper measured (about 99% of core time), and it is bound by how fast
 # weights arrive, not by the adders: each ternary weight is used once per token, so there is
-# nothing to reuse. A token costs about one pass over the packed weights.
+# nothing to reuse. A token costs about one pass over the packed weights through the core's
+# read port (64 bytes every 1.84 cycles), far below the 76.8 GB/s the DDR4 could deliver.
 #
 # The paper's "1.3B: 42 ms per token" is 24 times its d = 1024 block; the 1.3B model of its
 # Table 1 has d = 2048, four times the weights per block, hence the larger figure here.
@@ -77,6 +88,8 @@ plt.show()
 static_j = acct.static_w * acct.seconds
 print(f"per token: static {static_j:.3f} J, dynamic {acct.dynamic_j:.4f} J "
       f"({acct.dynamic_j / acct.joules_per_token:.1%} of the energy)")
+assert np.isclose(static_j + acct.dynamic_j, acct.joules_per_token, rtol=1e-12), (
+    "a token's energy is its static part plus its dynamic part")
 
 # %% [markdown]
 # ## Clock, cores and memory bandwidth
@@ -113,6 +126,10 @@ axes[2].minorticks_off()
 axes[2].legend(fontsize=7)
 plt.tight_layout()
 plt.show()
+assert tps[-1, 3] > 7 * tps[-1, 0], "1 -> 8 cores: nearly 8x (measured 7.5x)"
+assert tps[0, -1] < 0.75 * tps[-1, -1], "16 cores on 19.2 GB/s: bandwidth runs out"
+assert by_clock[19.2][-1] < 1.05 * by_clock[19.2][-2], "19.2 GB/s: 200 -> 400 MHz gains ~1%"
+assert by_clock[460.0][-1] > 1.8 * by_clock[460.0][-2], "460 GB/s: 200 -> 400 MHz gains ~2x"
 
 # %% [markdown]
 # ## How well the model matches the paper
@@ -127,6 +144,9 @@ for group, rows in all_rows():
     for r in rows:
         print(f"  {r.name:52s} paper {r.paper:9.3g}  model {r.model:9.3g} {r.unit:6s} "
               f"({r.error:+.0%}) {r.note}")
+rows = [r for _, group_rows in all_rows() for r in group_rows]
+assert all(abs(r.error) < 0.02 for r in rows if r.note == "fit point"), "fit points within 2%"
+assert any(abs(r.error) > 0.2 for r in rows if "inconsistency" in r.note), "reported, not absorbed"
 
 # %% [markdown]
 # ## The datapath computes what the oracle computes

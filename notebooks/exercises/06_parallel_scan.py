@@ -33,3 +33,23 @@ def mlgru_scan_parallel(f, c, h0=None):
 
 # %%
 check_mlgru_scan_parallel(mlgru_scan_parallel)
+
+# %% [markdown]
+# The shortcut from the top, on 400 gates of 0.005 (and $c_t = 1$): $1/P_t = 200^t$ passes
+# float64's largest number, about $10^{308}$, after $308 / \log_{10} 200 \approx 134$ tokens,
+# and from there on the closed form gives inf or nan. The scan never divides: its products of
+# gates only shrink (to 0 at worst, which is harmless), and $h_t$ settles at
+# $c / (1 - f) = 1 / 0.995$ to the last bit.
+
+# %%
+f = np.full((1, 400, 1), 0.005)
+c = np.ones_like(f)
+with np.errstate(all="ignore"):
+    P = np.cumprod(f, axis=1)
+    closed = P * np.cumsum(c / P, axis=1)
+h = mlgru_scan_parallel(f, c)
+first_bad = int(np.argmin(np.isfinite(closed[0, :, 0])))
+print(f"closed form: first inf or nan at t = {first_bad}; your scan: h_400 = {h[0, -1, 0]:.6f}")
+assert 130 <= first_bad <= 135, "the shortcut should break near t = 134"
+# each round rounds once (1.1e-16) and the gates of 0.005 damp every earlier error
+assert abs(h[0, -1, 0] - 1 / 0.995) < 1e-15, "the scan should reach 1 / (1 - f)"

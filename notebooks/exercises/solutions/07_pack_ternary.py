@@ -38,3 +38,11 @@ def pack_ternary(t):
 
 # %%
 check_pack_ternary(pack_ternary)
+
+# %% [markdown]
+# The example from the top: the row `[+1, -1, 0, +1]` is the byte `0b01_00_10_01` = 73.
+
+# %%
+example = pack_ternary(np.array([1, -1, 0, 1], np.int8))
+print(example, format(int(example[0]), "08b"))
+assert example.tolist() == [73], "codes 01, 10, 00, 01 from the lowest bits up"
