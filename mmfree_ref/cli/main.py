@@ -21,7 +21,8 @@ from mmfree_ref.cli.options import Parser
 
 # Modules of mmfree_ref whose `register` adds a subcommand.
 _OWN = ("mmfree_ref.cli.logits", "mmfree_ref.cli.grads", "mmfree_ref.cli.generate",
-        "mmfree_ref.cli.demo", "mmfree_ref.cli.train", "mmfree_ref.cli.crosscheck")
+        "mmfree_ref.cli.demo", "mmfree_ref.cli.train", "mmfree_ref.cli.crosscheck",
+        "mmfree_ref.cli.eval")
 
 EPILOG = ("Errors are one line (exit code 2 for a bad input, 1 for an internal error); "
           "--debug or MMFREE_DEBUG=1 shows the traceback. Commands create missing output "

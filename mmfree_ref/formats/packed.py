@@ -147,7 +147,7 @@ def _as_stored(x, code):
         return x
     with np.errstate(over="ignore"):             # save_safetensors reports an overflow
         return bfloat16_to_float32(float_to_bfloat16(x)) if code == "BF16" else \
-            x.astype(STORED[code])
+            x.astype(STORED[code], copy=False)
 
 
 def load_packed(path, dtype=None):

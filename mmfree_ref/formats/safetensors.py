@@ -285,14 +285,14 @@ def _encode(path, name, x, float_dtype):
         if code is None:
             raise ValueError(f"{where}: dtype {x.dtype} cannot be stored; pass float_dtype")
         with np.errstate(over="ignore"):    # overflow is reported just below
-            data = float_to_bfloat16(x) if code == "BF16" else x.astype(STORED[code])
+            data = float_to_bfloat16(x) if code == "BF16" else x.astype(STORED[code], copy=False)
         stored = bfloat16_to_float32(data) if code == "BF16" else data
         if np.any(np.isinf(stored) & np.isfinite(x)):
             raise ValueError(f"{where}: finite values overflow {code} (largest magnitude "
                              f"{np.max(np.abs(x[np.isfinite(x)])):.4g}); store a wider dtype")
     elif x.dtype.kind in "biu" and x.dtype.newbyteorder("<") in CODE_OF_DTYPE:
         code = CODE_OF_DTYPE[x.dtype.newbyteorder("<")]
-        data = x.astype(STORED[code])
+        data = x.astype(STORED[code], copy=False)
     else:
         raise ValueError(f"{where}: dtype {x.dtype} has no safetensors equivalent here "
                          f"(supported: {', '.join(STORED)})")

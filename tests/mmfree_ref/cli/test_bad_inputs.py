@@ -323,6 +323,7 @@ BAD_TEXT = {
 # (command, command line up to the option, option, kind): every numeric option of every command
 FPGA = ["fpga", "--model", "370M"]
 MEMORY = ["memory", "--model", "370M"]
+EVAL = ["eval", CKPT, "--text", "text.txt"]
 NUMERIC_OPTIONS = [
     ("train", TRAIN, "--steps", "positive int"), ("train", TRAIN, "--minutes", "number > 0"),
     ("train", TRAIN, "--checkpoint-every", "positive int"),
@@ -348,6 +349,7 @@ NUMERIC_OPTIONS = [
     ("fpga sweep", ["fpga", "sweep", "--model", "370M"], "--weight-bits", "number > 0"),
     ("fpga sweep", ["fpga", "sweep", "--model", "370M"], "--devices", "positive int"),
     ("memory", MEMORY, "--seq-len", "positive int"), ("memory", MEMORY, "--tokens", "int >= 0"),
+    ("eval", EVAL, "--chunk", "positive int"), ("eval", EVAL, "--max-bytes", "positive int"),
 ]
 HYPOTHESIS_FIXTURES = settings(suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                       HealthCheck.too_slow])
