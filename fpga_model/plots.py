@@ -3,6 +3,7 @@
 matplotlib with the Agg backend (no display needed); every file is written atomically.
 """
 from pathlib import Path
+from typing import NamedTuple
 
 import matplotlib
 
@@ -30,27 +31,59 @@ def _time_bars(ax, acct):
               loc="lower right")
 
 
+class Roofline(NamedTuple):
+    """What the roofline of the TMATMULs is drawn from (units: ternary adds, bytes, seconds)."""
+    peak: float            # compute ceiling: cores x tmatmul_lanes x clock, adds/s
+    roofs: list            # [(label, bytes/s)]: the read ports, and the device bandwidth
+    intensity: float       # adds per weight byte of every TMATMUL (8 / weight_bits)
+    points: list           # [(intensity, achieved adds/s, bound)] per TMATMUL
+    x_range: tuple         # (lo, hi) adds/byte: every ridge and the points, with margins
+
+    def attainable(self, x):
+        """The roofline at intensity x: min(compute, x * each bandwidth)."""
+        return min([self.peak] + [x * bw for _, bw in self.roofs])
+
+
+def roofline(acct, p):
+    """The roofline of the account's TMATMULs (`acct`: cycles.TokenAccount, `p`: FPGAParams)."""
+    peak = p.cores * p.tmatmul_lanes * p.clock_mhz * 1e6
+    roofs = [("read ports", port_bytes_per_s(p))]
+    if not p.weights_on_chip:
+        roofs.append(("device bandwidth", p.offchip_bandwidth_gbs * 1e9))
+    streamed = [a for a in acct.ops if a.unit == "TMATMUL"]
+    points = [(a.ops / a.weight_bytes, a.ops / a.seconds, a.bound) for a in streamed]
+    # a bandwidth roof bends into the ceiling at its ridge, peak / bandwidth; the axis spans a
+    # factor 8 beyond the outermost ridge or point, so every slope and the flat part both show
+    xs = [peak / bw for _, bw in roofs] + [x for x, _, _ in points]
+    return Roofline(peak, roofs, points[0][0], points, (min(xs) / 8, max(xs) * 8))
+
+
 def _roofline(ax, acct, p):
     """Achieved ternary adds/s of each TMATMUL against its intensity (adds per weight byte).
 
-    Every ternary GEMV has the same intensity (8 / weight_bits adds per byte), so the points
-    stack; what moves them is which roof is lowest: compute, the ports, or the device bandwidth.
+    Each bandwidth is a line of slope 1 in log-log (adds/s = intensity x bytes/s) up to its
+    ridge, where it meets the compute ceiling; the roofline is the lowest of them. Every ternary
+    GEMV has the same intensity (8 / weight_bits adds per byte), so the points stack on one
+    vertical; how far below the roofline they sit is the time lost to latency and pipeline fill.
     """
-    peak = p.cores * p.tmatmul_lanes * p.clock_mhz * 1e6          # ternary adds per second
-    streamed = [a for a in acct.ops if a.unit == "TMATMUL"]
-    intensity = streamed[0].ops / streamed[0].weight_bytes
-    xs = [intensity / 16 * 2 ** (i / 10) for i in range(81)]
-    roofs = [("ports", port_bytes_per_s(p), "k--")]
-    if not p.weights_on_chip:
-        roofs.append(("device bandwidth", p.offchip_bandwidth_gbs * 1e9, "k:"))
-    for label, bw, style in roofs:
-        ax.loglog(xs, [min(peak, x * bw) for x in xs], style, label=f"{label} {bw / 1e9:.3g} GB/s")
-    ax.axhline(peak, color="gray", lw=0.8, label=f"compute {peak:.3g} adds/s")
-    for a in streamed:
-        ax.loglog([a.ops / a.weight_bytes], [a.ops / a.seconds], "o",
-                  color=BOUND_COLORS[a.bound], alpha=0.6)
-    ax.annotate(f"{len(streamed)} TMATMULs", (intensity, max(a.ops / a.seconds for a in streamed)),
-                xytext=(6, 6), textcoords="offset points")
+    r = roofline(acct, p)
+    lo, hi = r.x_range
+    xs = [lo * (hi / lo) ** (i / 200) for i in range(201)]
+    for (label, bw), style in zip(r.roofs, ("C2--", "C0:")):
+        ridge = r.peak / bw
+        ax.loglog([lo, ridge], [lo * bw, r.peak], style, lw=1.5,
+                  label=f"{label} {bw / 1e9:.3g} GB/s (ridge {ridge:.3g} adds/B)")
+    ax.loglog(xs, [r.attainable(x) for x in xs], color="k", lw=2.5, alpha=0.35,
+              label="roofline: the lowest roof")
+    ax.axhline(r.peak, color="C3", lw=1.2, label=f"compute ceiling {r.peak:.3g} adds/s")
+    for x, y, bound in r.points:
+        ax.loglog([x], [y], "o", color=BOUND_COLORS[bound], alpha=0.6)
+    for bound in sorted({b for _, _, b in r.points}):
+        ax.plot([], [], "o", color=BOUND_COLORS[bound], label=f"a TMATMUL, {bound}-bound")
+    ax.annotate(f"{len(r.points)} TMATMULs at {r.intensity:.3g} adds/B",
+                (r.intensity, max(y for _, y, _ in r.points)), xytext=(8, -14),
+                textcoords="offset points", fontsize=9)
+    ax.set_xlim(lo, hi)
     ax.set_xlabel("ternary adds per weight byte streamed")
     ax.set_ylabel("ternary adds per second")
     ax.set_title("roofline of the ternary matmuls")

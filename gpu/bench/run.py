@@ -1,5 +1,6 @@
-"""python -m gpu.bench [--out DIR] [--quick]: validate every kernel against the oracle, then time
-it; decode-step latency and memory at the paper's sizes beside torch fp16 baselines.
+"""`python -m gpu.bench [--out DIR] [--quick] [--sizes S,...] [--decode-only] [--no-torch]
+[--no-bitplane]`: validate every kernel against the oracle, then time it; decode-step latency
+and memory at the paper's sizes beside torch fp16 baselines.
 
 Layout of a run (llm.c's dev/cuda habit): measure the device-to-device copy bandwidth first (the
 ceiling every bandwidth figure is a percentage of), then for each kernel and shape: build inputs

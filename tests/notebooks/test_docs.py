@@ -1,28 +1,49 @@
-"""The documentation site builds with `mkdocs build --strict` (a broken link, a missing page or
-an unresolved API cross-reference fails), and its getting-started page shows the README's two
-commands exactly.
+"""The documentation site: it builds with the command docs/getting-started.md gives, in strict
+mode (a broken link, a missing page, an unresolved API cross-reference or any other warning
+fails), its getting-started page shows the README's two commands exactly, its tutorials carry
+their outputs, and every formula is typeset.
 
-The notebooks are rendered without being executed (mkdocs.yml: execute: false); they are
-executed by tests/notebooks/test_notebooks.py instead, so the build stays fast.
+The tutorials are shown from stored executed copies (docs/tutorials/*.ipynb, written by
+`python -m docs_tools.execute`), so the build executes nothing; tests/notebooks/test_notebooks.py
+executes the sources, and the tests here check that each stored copy has its source's cells.
+The built site is shared with test_site_screens.py (conftest.built_site).
 """
-import os
+import html
 import re
-import subprocess
-import sys
 from pathlib import Path
 
+import jupytext
+import nbformat
+import pytest
+import yaml
+from mkdocs.exceptions import PluginError
+
+from docs_tools.execute import cells, execute, stored_path, tutorials
+from docs_tools.lists import separate_lists
+from docs_tools.mathml import DOLLARS, arithmatex_to_mathml, notebook_to_mathml
 
 ROOT = Path(__file__).parents[2]
+REGENERATE = "python -m docs_tools.execute"
 
 
 def bash_blocks(text):
     return re.findall(r"```bash\n(.*?)```", text, flags=re.S)
 
 
+def page(site, name):
+    return (site / name / "index.html").read_text() if name else (site / "index.html").read_text()
+
+
+def visible_text(page_html):
+    """The text a reader sees: no code, no scripts or styles, no MathML, no tags."""
+    body = re.sub(r"<(pre|code|script|style|math)\b.*?</\1>", " ", page_html, flags=re.S)
+    return html.unescape(re.sub(r"<[^>]+>", " ", body))
+
+
 def test_getting_started_shows_the_readme_commands():
     readme = bash_blocks((ROOT / "README.md").read_text())[0]
-    page = (ROOT / "docs" / "getting-started.md").read_text()
-    assert readme in bash_blocks(page), "docs/getting-started.md must copy the README's commands"
+    page_md = (ROOT / "docs" / "getting-started.md").read_text()
+    assert readme in bash_blocks(page_md), "docs/getting-started.md must copy the README's commands"
 
 
 def test_notebooks_link_points_at_the_notebooks():
@@ -30,19 +51,170 @@ def test_notebooks_link_points_at_the_notebooks():
     assert link.is_symlink() and link.resolve() == (ROOT / "notebooks").resolve()
 
 
-def test_site_builds_strict(tmp_path):
-    # -d outside the repository: nothing of an earlier build is reused
-    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q",
-                           "-f", str(ROOT / "mkdocs.yml"), "-d", str(tmp_path / "site")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+def test_site_builds_strict_as_documented(built_site):
+    site, done = built_site
+    argv = done.args
+    assert "--strict" in argv and not {"-q", "--quiet"} & set(argv), argv
     assert done.returncode == 0, done.stdout + done.stderr
-    site = tmp_path / "site"
-    for page in ("index.html", "model/index.html", "api/layers/index.html",
-                 "notebooks/01_ternary_quantization/index.html",
+    warnings = [line for line in done.stderr.splitlines() if line.startswith(("WARNING", "ERROR"))]
+    assert not warnings, "\n".join(warnings)
+    for name in ("index.html", "model/index.html", "api/layers/index.html",
+                 "tutorials/01_ternary_quantization/index.html",
                  "notebooks/exercises/01_absmean_ternary/index.html"):
-        assert (site / page).is_file(), f"{page} missing from the built site"
+        assert (site / name).is_file(), f"{name} missing from the built site"
     assert not (site / "notebooks" / "exercises" / "solutions").exists(), \
         "the lecturer's solutions must not be published"
-    api = (site / "api" / "layers" / "index.html").read_text()
+    api = page(site, "api/layers")
     assert "absmean_ternary" in api and "mlgru_scan_parallel" in api
+
+
+def test_site_loads_nothing_from_other_hosts(built_site):
+    # the pages must work offline: no web fonts, no CDN scripts or styles (links are fine)
+    site, _ = built_site
+    for path in sorted(site.rglob("*.html")):
+        text = path.read_text()
+        fetched = re.findall(r'<(?:script|link|img)\b[^>]*?(?:src|href)="((?:https?:)?//[^"]+)"',
+                             text)
+        imported = re.findall(r"""@import\s+url\(["']?(https?://[^"')]+)""", text)
+        assert not fetched + imported, f"{path.relative_to(site)} loads {fetched + imported}"
+
+
+# --- tutorials: stored executed copies, in step with their sources ---------------------------
+
+def test_every_tutorial_has_a_stored_copy_and_nothing_else_is_stored():
+    sources = {p.stem for p in tutorials()}
+    stored = {p.stem for p in (ROOT / "docs" / "tutorials").glob("*.ipynb")}
+    assert len(sources) >= 5, sources
+    assert sources - stored == set(), f"not stored: {sorted(sources - stored)}: run {REGENERATE}"
+    assert stored - sources == set(), f"stored without a source: {sorted(stored - sources)}"
+
+
+def test_every_tutorial_is_in_the_nav():
+    # a page left out of the nav builds, but no reader finds it
+    nav = yaml.safe_load((ROOT / "mkdocs.yml").read_text())["nav"]
+    listed = set(re.findall(r"tutorials/(\w+)\.ipynb", str(nav)))
+    missing = {p.stem for p in tutorials()} - listed
+    assert not missing, f"mkdocs.yml's nav lacks tutorials/{sorted(missing)}.ipynb"
+
+
+@pytest.mark.parametrize("source", tutorials(), ids=[p.stem for p in tutorials()])
+def test_stored_tutorial_matches_its_source(source):
+    # cheap (nothing runs): the same cells, in order, with the same text
+    stored = nbformat.read(stored_path(source), as_version=4)
+    expected, found = cells(jupytext.read(source)), cells(stored)
+    fix = f"run `{REGENERATE} {source.stem}`"
+    assert len(found) == len(expected), \
+        f"{stored_path(source).name} has {len(found)} cells, {source.name} {len(expected)}: {fix}"
+    for i, (want, got) in enumerate(zip(expected, found)):
+        assert got == want, f"cell {i} of {stored_path(source).name} differs from " \
+                            f"{source.name}: {fix}\n--- stored\n{got[1]}\n--- source\n{want[1]}"
+
+
+@pytest.mark.parametrize("source", tutorials(), ids=[p.stem for p in tutorials()])
+def test_stored_tutorial_was_run_to_the_end(source):
+    stored = nbformat.read(stored_path(source), as_version=4)
+    code = [c for c in stored.cells if c.cell_type == "code"]
+    fix = f"run `{REGENERATE} {source.stem}`"
+    assert all(c.execution_count is not None for c in code), f"unexecuted cells: {fix}"
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), \
+        f"cells executed out of order or twice: {fix}"
+    errors = [o for c in code for o in c.outputs if o.output_type == "error"]
+    assert not errors, f"{stored_path(source).name} stores an error: {errors[0].ename}: {fix}"
+    images = [o for c in code for o in c.outputs if "image/png" in o.get("data", {})]
+    assert images, f"{stored_path(source).name} stores no plot"
+
+
+def test_execute_stores_outputs_with_fixed_ids_and_no_timings(tmp_path):
+    # the tool itself, on a two-cell tutorial (a kernel starts: ~3 s)
+    source = tmp_path / "01_tiny.py"
+    source.write_text("# %% [markdown]\n# A sum, $1 + 1$.\n\n# %%\nprint(1 + 1)\n")
+    nb = execute(source)
+    assert cells(nb) == [("markdown", "A sum, $1 + 1$."), ("code", "print(1 + 1)")]
+    assert [c.id for c in nb.cells] == ["cell-0", "cell-1"]
+    assert nb.cells[1].outputs[0].text == "2\n"
+    assert "execution" not in nb.cells[1].metadata and "jupytext" not in nb.metadata
+
+
+def test_tutorial_pages_show_their_outputs(built_site):
+    site, _ = built_site
+    for source in tutorials():
+        text = page(site, f"tutorials/{source.stem}")
+        assert 'src="data:image/png;base64,' in text, f"the page of {source.stem} shows no plot"
+        assert "jp-OutputArea-output" in text, f"the page of {source.stem} shows no output"
+
+
+# --- math: MathML at build time ---------------------------------------------------------------
+
+def test_every_formula_is_mathml(built_site):
+    site, _ = built_site
+    for path in sorted(site.rglob("*.html")):
+        text = path.read_text()
+        assert 'class="arithmatex"' not in text, f"{path.relative_to(site)}: math left untypeset"
+        seen = visible_text(text)
+        for raw in ("$$", "\\(", "\\[", "\\]", "\\)"):
+            assert raw not in seen, f"{path.relative_to(site)}: raw TeX {raw!r} on the page"
+        command = re.search(r"\\[a-zA-Z]{2,}", seen)      # \frac, \sigma, \operatorname, ...
+        assert command is None, f"{path.relative_to(site)}: raw TeX {command.group(0)!r}"
+    model, source = page(site, "model"), (ROOT / "docs" / "model.md").read_text()
+    assert model.count('class="math-display"') == source.count("$$") // 2
+    assert model.count("<math") > source.count("$$") // 2     # and the inline ones
+    assert page(site, "tutorials/03_mlgru").count("<math") >= 10
+
+
+def test_model_page_formulas_hold_no_markdown(built_site):
+    # links belong in the text beside a formula: inside one they showed as raw [`name`][target]
+    site, _ = built_site
+    for formula in re.findall(r"<math\b.*?</math>", page(site, "model"), flags=re.S):
+        assert "][" not in formula and "`" not in formula, formula[:200]
+
+
+def test_a_formula_that_cannot_be_typeset_stops_the_build():
+    # raw TeX on a page would be the silent fallback; the build names the page and the formula
+    with pytest.raises(PluginError, match=r"model\.md: cannot typeset '\\\\nosuch x'"):
+        arithmatex_to_mathml('<span class="arithmatex">\\(\\nosuch x\\)</span>', "model.md")
+
+
+def test_arithmatex_output_becomes_mathml():
+    page_html = ('<p>so <span class="arithmatex">\\(a &lt; b\\)</span></p>'
+                 '<div class="arithmatex">\\[\\frac{1}{2}\\]</div>')
+    out = arithmatex_to_mathml(page_html, "test")
+    assert "arithmatex" not in out and out.count("<math") == 2
+    assert '<div class="math-display"><math display="block">' in out
+    assert "<mo>&lt;</mo>" in out and "<mfrac>" in out
+
+
+def test_dollars_follow_nbconvert():
+    # what nbconvert shields as math is typeset, and only that
+    found = [m.group(0) for m in DOLLARS.finditer(r"$t - $ offset, $a$ and $$b$$ cost \$5")]
+    assert found == ["$t - $", "$a$", "$$b$$"]
+
+
+def test_notebook_math_spares_code_and_outputs():
+    cell = ('<div class="jp-RenderedHTMLCommon jp-RenderedMarkdown jp-MarkdownOutput">'
+            '<p>$x_t$ and <code>$HOME</code></p><div><p>$$a &lt; b$$</p></div></div>'
+            '<pre>$not math$</pre>')
+    out = notebook_to_mathml(cell, "test")
+    assert "<code>$HOME</code>" in out and "<pre>$not math$</pre>" in out
+    assert out.count("<math") == 2 and 'class="math-display"' in out
+    # the cell's HTML-escaped "&lt;" is TeX's "<", escaped again in the MathML
+    assert "<mo>&lt;</mo>" in out and "&amp;lt;" not in out
+
+
+# --- lists: a list may follow its lead-in line (docs_tools/lists.py) --------------------------
+
+def test_a_list_after_its_lead_in_line_gets_its_blank_line():
+    lines = ["Reading the table:", "- one", "- two", "", "text", "  continued", "",
+             "- item", "lazy continuation", "- next item", "", "    - indented code"]
+    assert separate_lists(lines) == ["Reading the table:", "", "- one", "- two", "", "text",
+                                     "  continued", "", "- item", "lazy continuation",
+                                     "- next item", "", "    - indented code"]
+
+
+def test_no_list_renders_as_a_paragraph(built_site):
+    # the benchmarks page once showed "Reading the table:" and its items as one paragraph
+    site, _ = built_site
+    for path in sorted(site.rglob("*.html")):
+        text = re.sub(r"<(pre|code|math)\b.*?</\1>", "", path.read_text(), flags=re.S)
+        for para in re.findall(r"<p>(.*?)</p>", text, flags=re.S):
+            assert not re.search(r"\n {0,3}(?:[-*+]|\d{1,3}[.)]) +\S", para), \
+                f"{path.relative_to(site)}: a list rendered as a paragraph: {para[:120]!r}"
