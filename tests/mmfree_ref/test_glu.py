@@ -41,3 +41,11 @@ def test_wrong_gate_width_is_named():
     p["down_proj.weight"] = rng.standard_normal((4, 6))
     with pytest.raises(ValueError, match=r"weight must have shape \(d_out, 5\)"):
         glu(rng.standard_normal((3, 4)), p)
+
+
+def test_forward_quantizes_by_default():
+    # glu_forward is what the model calls: its default must be the quantized layer
+    rng = np.random.default_rng(1)
+    x, p = rng.standard_normal((3, 4)), make_params(rng, 4, 5)
+    np.testing.assert_array_equal(glu_forward(x, p)[0], glu(x, p, quantize=True))
+    assert not np.allclose(glu_forward(x, p)[0], glu(x, p, quantize=False), rtol=1e-3, atol=0)

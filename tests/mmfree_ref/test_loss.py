@@ -35,3 +35,29 @@ def test_value_by_hand_and_large_logits_stay_finite():
 def test_bad_labels(labels, match):
     with pytest.raises(ValueError, match=match):
         cross_entropy(np.zeros((2, 3)), labels)
+
+
+def test_ignore_index_is_the_one_given():
+    # with ignore_index=-1 the label -1 is skipped (and -100 would be an error), so the loss
+    # is that of row 0 alone
+    logits = np.array([[0.0, np.log(3.0)], [5.0, 0.0]])
+    assert np.isclose(cross_entropy(logits, np.array([1, -1]), ignore_index=-1), -np.log(0.75),
+                      rtol=1e-15)
+    loss, cache = cross_entropy_forward(logits, np.array([1, -1]), ignore_index=-1)
+    assert np.all(cross_entropy_backward(cache)[1] == 0)
+
+
+def test_backward_scales_with_the_upstream_gradient():
+    # chain rule: d(k * loss) / dlogits = k * dloss / dlogits
+    rng = np.random.default_rng(1)
+    _, cache = cross_entropy_forward(rng.standard_normal((4, 5)), np.array([0, 4, -100, 2]))
+    np.testing.assert_allclose(cross_entropy_backward(cache, 2.5),
+                               2.5 * cross_entropy_backward(cache), rtol=1e-15)
+
+
+def test_one_word_vocabulary_with_ignored_rows():
+    # V = 1: the only class has probability 1, loss 0, gradient 0; the ignored rows must not
+    # index a class that does not exist
+    loss, cache = cross_entropy_forward(np.array([[2.0], [7.0], [-1.0]]), np.array([0, -100, 0]))
+    assert loss == 0.0
+    assert np.all(cross_entropy_backward(cache) == 0)

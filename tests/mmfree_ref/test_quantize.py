@@ -105,3 +105,12 @@ def test_bad_activation_input_names_the_problem(bad, match):
 def test_bad_weight_input_names_the_problem():
     with pytest.raises(ValueError, match="w contains NaN or inf"):
         absmean_ternary(np.array([[np.inf, 1.0]]))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_scales_have_the_inputs_dtype(dtype):
+    # the scales travel with the codes into packed files and kernels: a float64 scale of a
+    # float32 model would promote every dequantized product to float64
+    x = np.linspace(-3, 3, 12).reshape(2, 6).astype(dtype)
+    assert absmean_ternary(x)[1].dtype == dtype
+    assert absmax_int8(x)[1].dtype == dtype

@@ -12,7 +12,9 @@ def test_matches_definition_and_is_finite(x):
     y = rmsnorm(x, w, 1e-6)
     ref = x / np.sqrt((x ** 2).mean(-1, keepdims=True) + 1e-6) * w
     assert np.all(np.isfinite(y))
-    np.testing.assert_allclose(y, ref, rtol=1e-13, atol=0)
+    # the same formula, the mean and the division ordered differently: D <= 13 additions and
+    # 4 roundings (measured 2026-12-02: 3.5e-16 relative, 0.24 of this bound)
+    np.testing.assert_allclose(y, ref, rtol=1.5e-15, atol=0)
 
 
 @given(dims, dims, st.integers(0, 10**6))

@@ -1,6 +1,7 @@
 """Tests of mmfree_ref/generation/sampling.py: each rule on hand-made distributions, then the
 draw."""
 import math
+import re
 
 import numpy as np
 import pytest
@@ -55,7 +56,9 @@ def test_top_k_keeps_the_k_largest(logits, k):
         assert on.sum() == min(k, (row > 0).sum())      # zero-probability ids rank last
         if (~on).any() and on.any():
             assert row[on].min() >= row[~on].max()                 # nothing larger dropped
-        np.testing.assert_allclose(out[on], row[on] / row[on].sum(), rtol=1e-13)
+        # one sum of <= 12 terms in another order and one division (measured 2026-12-02:
+        # 2.9e-16 relative, 0.24 of this bound)
+        np.testing.assert_allclose(out[on], row[on] / row[on].sum(), rtol=1.2e-15)
 
 
 # ---------------------------------------------------------------------------- top-p
@@ -200,3 +203,60 @@ def test_bad_arguments(logits, kwargs, match):
 def test_rng_must_be_a_generator():
     with pytest.raises(ValueError, match="Generator"):
         sample_next(np.zeros(2), 0)
+
+
+# ---------------------------------------------------------------------------- edges found by
+# mutation testing (docs/mutation.md): each is a mistake a contributor could make
+
+@pytest.mark.parametrize("logits, kwargs, message", [
+    ([0.0, 1.0], {}, "logits must be a float NumPy array, got list "),
+    (np.array([1, 2]), {}, "logits must be a float NumPy array, got ndarray int64"),
+    (np.array([1.0, np.nan]), {}, "logits contain NaN or +inf"),
+    (np.array([[0.0, 1.0], [-np.inf, -np.inf]]), {},
+     "every row of logits needs at least one finite entry (all were -inf)"),
+    (np.zeros(2), {"top_k": True}, "top_k must be None or an int >= 1, got True"),
+    (np.zeros(2), {"top_k": 2.0}, "top_k must be None or an int >= 1, got 2.0"),
+    (np.zeros(2), {"top_p": True}, "top_p must be None or a number in (0, 1], got True"),
+    (np.zeros(2), {"top_p": "0.5"}, "top_p must be None or a number in (0, 1], got '0.5'"),
+])
+def test_rejections_in_full(logits, kwargs, message):
+    # a batch with one all -inf row must be refused as a whole (not give a NaN row); booleans
+    # and strings are not numbers here
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        sample_next(logits, np.random.default_rng(0), **kwargs)
+    with pytest.raises(ValueError, match=r"^rng must be a numpy\.random\.Generator, got int$"):
+        sample_next(np.zeros(2), 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_low_precision_logits_are_accepted(dtype):
+    # an engine's float32 logits are sampled like float64 ones (all arithmetic is float64)
+    logits = np.array([[0.0, 2.0, -1.0]], dtype)
+    assert sample_next(logits, np.random.default_rng(0), temperature=0).tolist() == [1]
+    draws = [sample_next(logits, rng).tolist() for rng in map(np.random.default_rng, range(20))]
+    assert draws == [sample_next(logits.astype(np.float64), rng).tolist()
+                     for rng in map(np.random.default_rng, range(20))]
+
+
+def test_batched_rows_are_tempered_each_on_its_own():
+    # rows whose logits sit 1000 apart: a max taken over the whole batch would send the low
+    # row's exp to 0 (0/0); temperature 0 takes each row's own argmax
+    logits = np.array([[0.0, 1.0, 0.5], [-1000.0, -1001.0, -999.5]])
+    for t in (0.5, 1.0):
+        np.testing.assert_allclose(softmax_t(logits, t),
+                                   np.stack([softmax_t(row, t) for row in logits]), rtol=1e-15)
+    assert softmax_t(logits, 0).tolist() == [[0, 1, 0], [0, 0, 1]]
+    assert sample_next(logits, np.random.default_rng(0), temperature=0).tolist() == [1, 2]
+
+
+def test_ties_keep_the_lowest_ids_in_a_large_vocabulary():
+    # 30 tokens with three probability levels in shuffled positions: an unstable sort (numpy's
+    # default quicksort) reorders equal values; the rule is lower ids first among ties
+    level = np.random.default_rng(0).permutation(np.arange(30) % 3)     # 10 tokens per level
+    p = (3.0 - level)[None] / np.sum(3.0 - level)
+    top = np.flatnonzero(level == 0)
+    assert np.flatnonzero(top_k_filter(p, 4)).tolist() == top[:4].tolist()
+    # top-p 0.58: the 10 of the top level carry 1/2, then 3 of the next (1/30 each) by id
+    second = np.flatnonzero(level == 1)
+    assert np.flatnonzero(top_p_filter(p, 0.58)).tolist() == sorted(top.tolist()
+                                                                    + second[:3].tolist())
