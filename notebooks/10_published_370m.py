@@ -144,9 +144,9 @@ assert printed[-1] == "Ⅳ" and not any(printed[:-1])     # nothing half-printed
 #
 # The decoder here is the NumPy oracle, `OracleDecoder`, which every install has; it reads the
 # float weights (`load_checkpoint` in float32, exact for BF16) and runs the prompt through the
-# full-sequence forward, then one step per token with the MLGRU state. When the Numba CPU engine
-# of `cpu/` is installed, `make_decoder("cpu", ...)` gives a decoder with the same `prefill` and
-# `step` that runs the packed weights above at reading speed.
+# full-sequence forward, then one step per token with the MLGRU state. The Numba CPU engine,
+# `cpu.decoder.CPUDecoder.from_packed(model)` (what `mmfree generate` uses by default), has the
+# same `prefill` and `step` and runs the packed weights above at reading speed.
 
 # %%
 _, params = load_checkpoint(ckpt, dtype=np.float32)

@@ -6,6 +6,7 @@ runs): HYPOTHESIS_PROFILE=thorough python -m pytest
 import os
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -19,3 +20,18 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # The reference fixture (made by the authors' PyTorch/Triton code in float64). A copy is kept
 # under tests/data so the tests run without ../shared.
 REF_SMALL = Path(__file__).parent / "data" / "ref_small"
+
+
+def _listing(root):
+    return sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+                  for p in root.rglob("*"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_data_stays_read_only():
+    """The fixture in tests/data is read-only test data: a test that writes there (a cache
+    beside a checkpoint, say) fails the session instead of changing what later tests read."""
+    root = Path(__file__).parent / "data"
+    before = _listing(root)
+    yield
+    assert _listing(root) == before, "a test wrote into tests/data (read-only test data)"

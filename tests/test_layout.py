@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("mmfree_ref", "gpu", "fpga_model")
+PACKAGES = ("mmfree_ref", "gpu", "fpga_model", "cpu")
 # which top-level packages each package may import
 ALLOWED = {"mmfree_ref": {"mmfree_ref"}, "gpu": {"gpu", "mmfree_ref"},
-           "fpga_model": {"fpga_model", "mmfree_ref"}}
+           "fpga_model": {"fpga_model", "mmfree_ref"}, "cpu": {"cpu", "mmfree_ref"}}
 
 
 def module_name(path):

@@ -10,7 +10,9 @@ from mmfree_ref.cli.paths import check_output_file, output_file
 from mmfree_ref.config import HGRNBitConfig
 from mmfree_ref.formats.atomic import resolve_dir
 from mmfree_ref.formats.checkpoint import load_checkpoint
-from mmfree_ref.generation.evaluate import evaluate_text, make_scorer
+from mmfree_ref.formats.published import load_published
+from mmfree_ref.generation.evaluate import as_scorer, evaluate_text, make_scorer
+from mmfree_ref.generation.generate import decoder_factory
 from mmfree_ref.generation.tokenizers import load_tokenizer
 
 
@@ -26,8 +28,12 @@ def register(sub):
          "mmfree eval ckpt/ --text doc.txt --json score.json"])
     p.add_argument("ckpt_dir", help="checkpoint directory (config.json + model*.safetensors)")
     p.add_argument("--text", required=True, help="UTF-8 text file to score")
-    p.add_argument("--device", default="oracle",
-                   help="oracle (NumPy forward over chunks) or a decoder's device name")
+    p.add_argument("--device", default="cpu",
+                   help="cpu (the Numba engine on the packed weights, one step per token), "
+                        "oracle (NumPy forward over chunks, --dtype) or another decoder's name")
+    p.add_argument("--no-cache", action="store_true",
+                   help="cpu/gpu: pack the weights without reading or writing the packed cache "
+                        "beside the checkpoint")
     p.add_argument("--dtype", default="float64", choices=("float64", "float32"),
                    help="precision of the oracle's weights (float32 halves the memory)")
     p.add_argument("--chunk", type=positive_int, default=128, help="tokens per forward")
@@ -65,8 +71,13 @@ def run(args):
     text = read_text(args.text, args.max_bytes)
     config = HGRNBitConfig.load(ckpt_dir)
     tokenizer = load_tokenizer(ckpt_dir, config)      # before the weights: fails fast
-    config, params = load_checkpoint(ckpt_dir, dtype=np.dtype(args.dtype))
-    scorer = make_scorer(args.device, params, config)
+    factory = None if args.device == "oracle" else decoder_factory(args.device)
+    if hasattr(factory, "from_packed"):         # the packed weights, no float copy
+        scorer = as_scorer(factory.from_packed(load_published(ckpt_dir,
+                                                              cache=not args.no_cache)))
+    else:
+        config, params = load_checkpoint(ckpt_dir, dtype=np.dtype(args.dtype))
+        scorer = make_scorer(args.device, params, config)
     score = evaluate_text(scorer, tokenizer, text, args.chunk, progress=not args.no_progress)
     result = {"checkpoint": str(args.ckpt_dir), "text": str(args.text), "device": args.device,
               "tokenizer": tokenizer.name, "tokens": score.tokens, "bytes": score.bytes,

@@ -8,19 +8,19 @@ weight as its ternary codes T and scale, W_hat = T / scale: the weight quantizat
 from decodes to: bit for bit when the checkpoint's weights were float64, to float rounding
 when they were float32 (the export keeps float32's scale, the oracle recomputes it in float64).
 """
-from pathlib import Path
-
 import numpy as np
 
 from mmfree_ref.cli.common import add_command, load_ids
 from mmfree_ref.cli.options import nonneg_float, nonneg_int, probability, positive_int
+from mmfree_ref.config import HGRNBitConfig
 from mmfree_ref.equivalence.trace import tracing
 from mmfree_ref.formats.atomic import resolve_dir
 from mmfree_ref.formats.checkpoint import load_checkpoint
 from mmfree_ref.formats.packed import dequantize_params, load_packed
-from mmfree_ref.generation.generate import OracleDecoder, generate, make_decoder
+from mmfree_ref.formats.published import load_published
+from mmfree_ref.generation.generate import OracleDecoder, decoder_factory, generate
+from mmfree_ref.generation.tokenizers import load_tokenizer
 from mmfree_ref.quantize import activation_quant
-from mmfree_ref.training import tokenizer
 
 
 class _WeightsAlreadyTernary:
@@ -52,11 +52,15 @@ def register(sub):
         sub, "generate", "generate text from a checkpoint or packed export, with the state",
         "Prefill the prompt once, then decode token by token with the MLGRU state. MODEL is "
         "a checkpoint directory or a packed ternary export (the .safetensors file `mmfree "
-        "demo` and `mmfree train` write beside the checkpoint). Text prompts need a "
-        "byte-level model (vocab_size 258, as `mmfree demo` and `mmfree train` make); for "
-        "other vocabularies pass token ids with --prompt-ids.",
+        "demo` and `mmfree train` write beside the checkpoint). Text prompts use the "
+        "checkpoint's tokenizer: bytes for byte-level models (vocab_size 258, as `mmfree "
+        "demo` and `mmfree train` make), tokenizer.model or tokenizer.json beside the weights "
+        "for the published ones (MMfreeLM-370M, -1.3B, -2.7B); or pass token ids with "
+        "--prompt-ids. The cpu engine packs a checkpoint's weights once and caches them "
+        "beside it.",
         ["mmfree generate mmfree-demo/checkpoint --prompt 'Return the' --max-new-tokens 80",
          "mmfree generate mmfree-demo/model-ternary-packed.safetensors --prompt 'Return the'",
+         "mmfree generate MMfreeLM-370M/ --prompt 'The capital of France is' --top-k 40",
          "mmfree generate ckpt/ --prompt 'def ' --temperature 0.8 --top-k 40 --seed 1",
          "mmfree generate ckpt/ --prompt-ids prompt.npy --temperature 0   # greedy, ids out",
          "mmfree generate ckpt/ --prompt 'The' --device gpu"])
@@ -76,23 +80,37 @@ def register(sub):
                         "(default: all)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the sampling")
     p.add_argument("--device", default="cpu",
-                   help="cpu (NumPy oracle) or gpu (gpu/ kernels, checkpoints only)")
+                   help="cpu (the Numba engine of cpu/, on the packed weights), oracle (the "
+                        "NumPy oracle, float64) or gpu (the kernels of gpu/)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="cpu/gpu from a checkpoint directory: pack its weights without reading "
+                        "or writing the packed cache beside it (.mmfree-packed-v1.safetensors)")
     p.set_defaults(func=run)
 
 
-def _load(args):
-    """MODEL -> (config, decoder): a checkpoint directory, or a packed export file."""
+def _source(args):
+    """MODEL -> (path, config, packed model or None), reading no weights of a checkpoint
+    directory: a checkpoint directory or a packed export file."""
     path = resolve_dir(args.model)       # an interrupted save's complete copy, where one is left
-    if path.is_file():
-        if args.device != "cpu":
-            raise ValueError(f"MODEL {path} is a packed export: it is decoded on the cpu here; "
-                             f"--device {args.device} takes a checkpoint directory")
-        model = load_packed(path)
-        return model.config, ExportDecoder(model)
     if not path.exists():
         raise ValueError(f"MODEL {path}: no such checkpoint directory or packed export file")
+    if path.is_file():
+        model = load_packed(path)
+        return path, model.config, model
+    return path, HGRNBitConfig.load(path), None
+
+
+def _decoder(args, path, model):
+    """The decoder of --device on MODEL. The oracle reads float weights; an engine with
+    from_packed (cpu, gpu) reads the packed ones, never a float copy of the whole model."""
+    factory = decoder_factory(args.device)
+    packed = hasattr(factory, "from_packed")
+    if model is not None:
+        return factory.from_packed(model) if packed else ExportDecoder(model)
+    if packed:
+        return factory.from_packed(load_published(path, cache=not args.no_cache))
     config, params = load_checkpoint(path)
-    return config, make_decoder(args.device, params, config)
+    return factory(params, config)
 
 
 def _check_text(prompt):
@@ -106,34 +124,36 @@ def _check_text(prompt):
                              f"not decode?); pass UTF-8 text, or token ids with --prompt-ids")
 
 
-def _prompt(args, config):
+def _prompt(args, config, files):
+    """-> (prompt ids (T,), its tokenizer or None for --prompt-ids); files: where the
+    tokenizer files are."""
     if args.prompt_ids is not None:
         ids = load_ids(args.prompt_ids, config.vocab_size, flag="--prompt-ids")
         if ids.shape[0] != 1:
             raise ValueError(f"--prompt-ids must hold one sequence (1, T), got {ids.shape}")
-        return ids[0], False
-    if config.vocab_size != tokenizer.VOCAB_SIZE:
-        raise ValueError(f"--prompt text needs the byte tokenizer (vocab_size "
-                         f"{tokenizer.VOCAB_SIZE}); this model has vocab_size "
-                         f"{config.vocab_size}: pass token ids with --prompt-ids")
-    # Training windows are plain corpus bytes without BOS, so BOS is an untrained embedding: it
-    # only stands in for an empty prompt (the prefill needs one token).
-    return tokenizer.encode(args.prompt, bos=not args.prompt), True
+        return ids[0], None
+    tokenizer = load_tokenizer(files, config)
+    # Byte-level training windows are plain corpus bytes without BOS, so there BOS only stands
+    # in for an empty prompt (the prefill needs one token); the published checkpoints' tokenizer
+    # prepends BOS as the authors' generate.py does (tokenizers.py).
+    bos = None if tokenizer.add_bos else not args.prompt
+    return tokenizer.encode(args.prompt, bos=bos), tokenizer
 
 
 def run(args):
     if args.prompt is not None:
         _check_text(args.prompt)            # before loading anything
-    config, decoder = _load(args)
-    prompt, as_text = _prompt(args, config)
-    stream = tokenizer.StreamDecoder()
+    path, config, model = _source(args)
+    prompt, tokenizer = _prompt(args, config, path if model is None else path.parent)
+    decoder = _decoder(args, path, model)   # the weights, once every input is known good
+    stream = tokenizer.stream(prefix=prompt) if tokenizer else None
 
     def emit(token):
-        print(stream.feed(token) if as_text else token, end="" if as_text else " ", flush=True)
+        print(stream.feed(token) if stream else token, end="" if stream else " ", flush=True)
 
-    if as_text:
+    if stream:
         print(args.prompt, end="", flush=True)
     generate(decoder, config, prompt, args.max_new_tokens, np.random.default_rng(args.seed),
              args.temperature, args.top_k, args.top_p, on_token=emit)
-    print(stream.flush() if as_text else "")
+    print(stream.flush() if stream else "")
     return 0

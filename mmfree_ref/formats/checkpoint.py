@@ -254,8 +254,14 @@ def _plan_shards(names, sizes, max_shard_bytes):
     return shards
 
 
+# Files derived from a checkpoint and kept in its directory (published.py's packed cache and its
+# record): a save replaces them with the rest, as they describe the old weights.
+DERIVED_PREFIX = ".mmfree-packed-"
+
+
 def _is_checkpoint_file(name):
-    return name in ("config.json", SINGLE, INDEX) or SHARD.fullmatch(name) is not None
+    return (name in ("config.json", SINGLE, INDEX) or SHARD.fullmatch(name) is not None
+            or name.startswith(DERIVED_PREFIX))
 
 
 def _check_replaceable(target):

@@ -36,16 +36,16 @@ from tqdm import tqdm
 
 from mmfree_ref.config import HGRNBitConfig
 from mmfree_ref.formats.atomic import atomic_write
-from mmfree_ref.formats.checkpoint import (INDEX, SHARD, _check_finite, _check_index_agrees,
-                                           _tensor_files, check_shapes)
+from mmfree_ref.formats.checkpoint import (DERIVED_PREFIX, INDEX, SHARD, _check_finite,
+                                           _check_index_agrees, _tensor_files, check_shapes)
 from mmfree_ref.formats.packed import PackedModel, PackedTernary, load_packed, save_packed
 from mmfree_ref.formats.packing import pack_ternary, packed_cols
 from mmfree_ref.formats.safetensors import FLOAT_CODES, load_safetensors, read_header
 from mmfree_ref.params import is_ternary_weight, param_shapes
 from mmfree_ref.quantize import absmean_ternary
 
-CACHE = ".mmfree-packed-v1.safetensors"
-RECORD = ".mmfree-packed-v1.sources.json"
+CACHE = f"{DERIVED_PREFIX}v1.safetensors"       # checkpoint.py: a save replaces these
+RECORD = f"{DERIVED_PREFIX}v1.sources.json"
 RECORD_FORMAT = "mmfree-packed-cache-v1"
 # pack_ternary's temporaries are int64 (8 bytes a weight): pack this many weights at a time.
 PACK_BLOCK = 1 << 20

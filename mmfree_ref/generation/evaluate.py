@@ -70,7 +70,11 @@ def make_scorer(device, params, config):
     itself if it has reset and logits_all, else DecoderScorer(decoder)."""
     if device == "oracle":
         return OracleScorer(params, config)
-    decoder = make_decoder(device, params, config)
+    return as_scorer(make_decoder(device, params, config))
+
+
+def as_scorer(decoder):
+    """A decoder -> itself if it has reset and logits_all, else DecoderScorer(decoder)."""
     if hasattr(decoder, "logits_all") and hasattr(decoder, "reset"):
         return decoder
     return DecoderScorer(decoder)

@@ -30,10 +30,17 @@ class OracleDecoder:
         return logits
 
 
+def decoder_factory(device):
+    """device "oracle" -> OracleDecoder; any other name ("cpu": cpu/, "gpu": gpu/) is looked up
+    in "mmfree.decoders". A factory takes (params, config); one that also has from_packed
+    (PackedModel) can be fed the packed weights without a float copy of the model."""
+    return find_factory("mmfree.decoders", device, {"oracle": OracleDecoder},
+                        "decoder for device")
+
+
 def make_decoder(device, params, config):
-    """device "cpu" -> OracleDecoder; any other name is looked up in "mmfree.decoders"."""
-    return find_factory("mmfree.decoders", device, {"cpu": OracleDecoder},
-                        "decoder for device")(params, config)
+    """device name (decoder_factory) -> a decoder on these float params."""
+    return decoder_factory(device)(params, config)
 
 
 def generate(decoder, config, prompt_ids, max_new_tokens, rng, temperature=1.0, top_k=None,

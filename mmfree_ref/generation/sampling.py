@@ -37,7 +37,11 @@ def softmax_t(logits, temperature=1.0):
     if not (np.isfinite(temperature) and temperature >= 0):
         raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
     if temperature == 0:
-        return np.eye(logits.shape[-1])[np.argmax(logits, axis=-1)]
+        # one-hot rows, built in place: np.eye(V)[argmax] would make a V x V matrix (8 GB at
+        # the published 32000 tokens)
+        p = np.zeros(logits.shape, np.float64)
+        np.put_along_axis(p, np.argmax(logits, axis=-1)[..., None], 1.0, axis=-1)
+        return p
     # Subtract the max before dividing: logits / 1e-300 would overflow to inf, the difference
     # divided by it goes to -inf at worst and exp gives 0.
     z = (logits - logits.max(axis=-1, keepdims=True)) / temperature

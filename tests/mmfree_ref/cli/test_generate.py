@@ -7,7 +7,8 @@ from mmfree_ref.cli.generate import ExportDecoder
 from mmfree_ref.cli.main import main
 from mmfree_ref.formats.checkpoint import load_checkpoint
 from mmfree_ref.formats.packed import dequantize_params, load_packed, pack_params, save_packed
-from mmfree_ref.generation.generate import OracleDecoder
+from mmfree_ref.generation.generate import OracleDecoder, generate
+from mmfree_ref.generation.tokenizers import load_tokenizer
 from mmfree_ref.model import forward
 from tests.conftest import REF_SMALL
 from tests.helpers import rel_err
@@ -55,6 +56,29 @@ def test_generate_from_the_export_equals_the_checkpoint(export, tmp_path, capsys
     outs = []
     for model in (str(REF_SMALL / "ckpt"), str(export)):
         assert main(["generate", model, "--prompt-ids", str(tmp_path / "prompt.npy"),
-                     "--max-new-tokens", "12", *sampling]) == 0
+                     "--max-new-tokens", "12", "--device", "oracle", *sampling]) == 0
         outs.append(capsys.readouterr().out)
     assert outs[0] == outs[1] and len(outs[0].split()) == 12
+
+
+def test_text_from_a_published_layout_checkpoint_on_both_devices(tmp_path, capsys):
+    """A SentencePiece checkpoint (32000 tokens, BF16 shards): `generate --prompt` encodes with
+    its tokenizer.model, BOS first, and streams pieces; the cpu engine (packed weights, cached
+    beside the checkpoint) and the oracle give the same greedy text, which is the tokenizer's
+    decoding of the oracle's own greedy ids."""
+    from tests.mmfree_ref.generation.published_fixture import make_published
+    ckpt = tmp_path / "MMfreeLM-tiny"
+    config, _ = make_published(ckpt)
+    cfg, params = load_checkpoint(ckpt)
+    tok = load_tokenizer(ckpt, cfg)
+    prompt = tok.encode("The capital of France is")
+    assert prompt[0] == 1                                     # BOS, as the authors' generate.py
+    new = generate(OracleDecoder(params, cfg), cfg, prompt, 6, np.random.default_rng(0),
+                   temperature=0)
+    want = "The capital of France is" + tok.decode(np.concatenate([prompt, new]))[
+        len(tok.decode(prompt)):] + "\n"
+    for device in ("oracle", "cpu"):
+        assert main(["generate", str(ckpt), "--prompt", "The capital of France is",
+                     "--max-new-tokens", "6", "--temperature", "0", "--device", device]) == 0
+        assert capsys.readouterr().out == want, device
+    assert (ckpt / ".mmfree-packed-v1.safetensors").is_file()   # the cpu engine's cache

@@ -260,3 +260,17 @@ def test_ties_keep_the_lowest_ids_in_a_large_vocabulary():
     second = np.flatnonzero(level == 1)
     assert np.flatnonzero(top_p_filter(p, 0.58)).tolist() == sorted(top.tolist()
                                                                     + second[:3].tolist())
+
+
+def test_greedy_at_a_real_vocabulary_needs_no_square_matrix():
+    """temperature 0 at the published 32000 tokens: one-hot rows of V entries, not a V x V
+    identity (np.eye(V)[argmax] allocated 8 GB and took seconds a token)."""
+    import tracemalloc
+    logits = np.random.default_rng(0).standard_normal((2, 32000))
+    tracemalloc.start()
+    p = softmax_t(logits, 0)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 4 * logits.nbytes, peak
+    assert (p.argmax(-1) == logits.argmax(-1)).all() and (p.sum(-1) == 1).all()
+    assert np.count_nonzero(p) == 2
