@@ -29,7 +29,9 @@ from gpu.quantize import act_words, rmsnorm_absmax_int8, words_from_q
 VERSIONS = ("naive", "packed", "gemm")
 
 
-def _check_q_t(q, t, version):
+def check_codes(q, t):
+    """q: (M, K) int8 activation codes, t: (N, K) int8 ternary codes, both non-empty; else a
+    ValueError naming the problem (the check of every integer product of gpu/)."""
     int_array("q", q, ndim=2)
     int_array("t", t, ndim=2, low=-1, high=2)
     if q.dtype != np.int8 or t.dtype != np.int8:
@@ -38,6 +40,10 @@ def _check_q_t(q, t, version):
         raise ValueError(f"t must have shape (d_out, {q.shape[1]}) to match q, got {t.shape}")
     if 0 in q.shape or 0 in t.shape:
         raise ValueError(f"q and t must be non-empty, got {q.shape} and {t.shape}")
+
+
+def _check_q_t(q, t, version):
+    check_codes(q, t)
     if version not in VERSIONS:
         raise ValueError(f"version must be one of {VERSIONS}, got {version!r}")
     if version != "gemm" and q.shape[0] > gemv.MAX_TOKENS:

@@ -43,8 +43,8 @@ from typing import NamedTuple
 import numpy as np
 from numba import cuda, int8
 
-from mmfree_ref._checks import int_array
 from gpu import wgmma
+from gpu.bitlinear import check_codes
 from gpu.common import SIMULATOR, empty
 from gpu.gemm import ACC, STORE
 from gpu.intrinsics import cp_async_commit, cp_async_wait
@@ -324,14 +324,7 @@ def launch(q, t, scale_x, scale_w, mode, y, acc_out, tile=DEFAULT, stream=0):
 # --------------------------------------------------------------------------- host API
 
 def _check_codes(q, t):
-    int_array("q", q, ndim=2)
-    int_array("t", t, ndim=2, low=-1, high=2)
-    if q.dtype != np.int8 or t.dtype != np.int8:
-        raise ValueError(f"q and t must be int8, got {q.dtype} and {t.dtype}")
-    if t.shape[1] != q.shape[1]:
-        raise ValueError(f"t must have shape (d_out, {q.shape[1]}) to match q, got {t.shape}")
-    if 0 in q.shape or 0 in t.shape:
-        raise ValueError(f"q and t must be non-empty, got {q.shape} and {t.shape}")
+    check_codes(q, t)
     if q.shape[1] * 128 >= 2**31:
         raise ValueError(f"K = {q.shape[1]} is too long for an int32 accumulator "
                          f"(K * 128 >= 2^31)")
