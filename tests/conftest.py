@@ -9,6 +9,12 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests.gpu.mode import choose_mode
+
+# Before pytest collects any test module: numba reads NUMBA_ENABLE_CUDASIM at its first import,
+# and tests/cpu (collected before tests/gpu) imports numba (tests/gpu/mode.py).
+choose_mode()
+
 settings.register_profile(
     "ci", max_examples=30, deadline=None, derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
