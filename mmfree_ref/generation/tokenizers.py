@@ -254,8 +254,8 @@ def _from_model_file(ckpt_dir, config):
     try:
         import sentencepiece
     except ImportError:
-        raise ValueError(f"{ckpt_dir / MODEL_FILE}: reading it needs the sentencepiece package "
-                         f"(pip install 'mmfree[published]')") from None
+        raise ValueError(f"{ckpt_dir / MODEL_FILE}: reading it needs the sentencepiece package, "
+                         f"a dependency of mmfree (pip install sentencepiece)") from None
     path = ckpt_dir / MODEL_FILE
     sp = sentencepiece.SentencePieceProcessor()
     try:
