@@ -16,18 +16,15 @@ TOPS = 2 M N K / time (int8 multiply-adds for wgmma, fp16/bf16 ones for cuBLAS).
 Writes DIR/gemm.json, DIR/gemm_table.md and DIR/gemm.png; prints the table last.
 """
 import argparse
-import datetime
-import importlib.util
-import json
 import sys
-from pathlib import Path
 
 import numpy as np
 from numba import cuda
 
 from gpu import gemm_mma
 from gpu.bench.run import _run, bench_gemm, failed_validations
-from gpu.common import INT32_SENTINEL, SIMULATOR, copy_bandwidth, mode, validate
+from gpu.bench.session import start
+from gpu.common import INT32_SENTINEL, validate
 from gpu.gemm import ACC, STORE
 
 # prefill / training shapes (issue 20): tokens M, then (N, K) of the 1.3B model's layers
@@ -191,35 +188,25 @@ def main(argv=None):
                     help=f"tiles of gpu.gemm_mma.TILES ({', '.join(gemm_mma.TILES)})")
     ap.add_argument("--no-torch", action="store_true", help="skip the cuBLAS baselines")
     args = ap.parse_args(argv)
-    if SIMULATOR:
-        raise SystemExit("python -m gpu.bench.gemm needs a real GPU (timings under the simulator "
-                         "mean nothing)")
     unknown = [n for n in args.tiles.split(",") if n not in gemm_mma.TILES]
     if unknown:
         raise SystemExit(f"unknown tiles {unknown}; known: {', '.join(gemm_mma.TILES)}")
     tiles = [gemm_mma.TILES[n] for n in args.tiles.split(",")]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    fp16 = None
-    if not args.no_torch and importlib.util.find_spec("torch") is not None:
-        from gpu.bench import baselines as fp16
-    rng = np.random.default_rng(2406)
-    copy_gbps, _ = copy_bandwidth()
-    print(f"{mode()}: copy bandwidth {copy_gbps:.0f} GB/s", flush=True)
-    results = dict(device=mode(), date=datetime.date.today().isoformat(), copy_gbps=copy_gbps,
-                   torch=fp16 is not None, default_tile=gemm_mma.DEFAULT.name, rows=[])
+    s = start("python -m gpu.bench.gemm", args.out, args.no_torch,
+              default_tile=gemm_mma.DEFAULT.name, rows=[])
+    rng, copy_gbps, fp16, results = s.rng, s.copy_gbps, s.fp16, s.results
     for m, n, k in _parse_shapes(args.shapes):
         results["rows"] += bench_wgmma(rng, m, n, k, tiles, copy_gbps)
         if fp16 is not None:
             results["rows"] += bench_cublas(fp16, m, n, k, copy_gbps)
         if (m, n, k) == DP4A_SHAPE:
             results["rows"] += [_tops(r, m, n, k) for r in bench_gemm(rng, m, n, k, copy_gbps, None)]
-        json.dump(results, open(out / "gemm.json", "w"), indent=1)
+        s.dump("gemm.json")
     results["summary"] = summarize(results["rows"])
-    json.dump(results, open(out / "gemm.json", "w"), indent=1)
-    plot(results, out / "gemm.png")
+    s.dump("gemm.json")
+    plot(results, s.out / "gemm.png")
     text = table(results)
-    (out / "gemm_table.md").write_text(text + "\n")
+    (s.out / "gemm_table.md").write_text(text + "\n")
     print(text, flush=True)
     return 1 if failed_validations(results["rows"]) else 0
 

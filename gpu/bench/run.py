@@ -13,12 +13,9 @@ Writes DIR/bench.json, DIR/bench_table.md and DIR/decode.png; prints the table l
 gpu.bench.bitplane.main(DIR / "bitplane") when that module exists.
 """
 import argparse
-import datetime
 import gc
 import importlib.util
-import json
 import sys
-from pathlib import Path
 
 import numpy as np
 from numba import cuda
@@ -28,7 +25,8 @@ from mmfree_ref.config import preset
 from mmfree_ref.scan import mlgru_scan as ref_scan
 
 from gpu import gemm, gemv, scan
-from gpu.common import SIMULATOR, TPB, copy_bandwidth, mode, rotations, time_launches, validate
+from gpu.bench.session import start
+from gpu.common import TPB, rotations, time_launches, validate
 from gpu.decode.decoder import GPUDecoder, _random_linear
 from gpu.packing import pack_gemv
 from gpu.quantize import words_from_q
@@ -332,19 +330,8 @@ def main(argv=None):
     ap.add_argument("--no-bitplane", action="store_true",
                     help="skip gpu.bench.bitplane (run by default when present)")
     args = ap.parse_args(argv)
-    if SIMULATOR:
-        raise SystemExit("python -m gpu.bench needs a real GPU (timings under the simulator mean "
-                         "nothing)")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    fp16 = None
-    if not args.no_torch and importlib.util.find_spec("torch") is not None:
-        from gpu.bench import baselines as fp16
-    rng = np.random.default_rng(2406)
-    copy_gbps, _ = copy_bandwidth()
-    print(f"{mode()}: copy bandwidth {copy_gbps:.0f} GB/s", flush=True)
-    results = dict(device=mode(), date=datetime.date.today().isoformat(), copy_gbps=copy_gbps,
-                   torch=fp16 is not None, kernels=[], decode=[])
+    s = start("python -m gpu.bench", args.out, args.no_torch, kernels=[], decode=[])
+    rng, copy_gbps, fp16, results, out = s.rng, s.copy_gbps, s.fp16, s.results, s.out
     if not args.decode_only:
         for n, k in _gemv_shapes(args.quick):
             results["kernels"] += bench_gemv(rng, n, k, 1, copy_gbps, fp16)
@@ -352,17 +339,17 @@ def main(argv=None):
         for m, n, k in [(512, 2048, 2048), (512, 5120, 5120)][: 1 if args.quick else 2]:
             results["kernels"] += bench_gemm(rng, m, n, k, copy_gbps, fp16)
         results["kernels"] += bench_scan(rng, 8, 1024, 2048, copy_gbps)
-    json.dump(results, open(out / "bench.json", "w"), indent=1)
+    s.dump("bench.json")
     for name in args.sizes.split(","):
         results["decode"].append(bench_decode(name, copy_gbps, fp16))
-        json.dump(results, open(out / "bench.json", "w"), indent=1)
+        s.dump("bench.json")
     for r in results["decode"]:
         r["device"] = results["device"]
     if results["decode"]:
         plot(results["decode"], out / "decode.png")
     text = table(results)
     (out / "bench_table.md").write_text(text + "\n")
-    json.dump(results, open(out / "bench.json", "w"), indent=1)
+    s.dump("bench.json")
     print(text, flush=True)
     failed = failed_validations(results["kernels"])
     if not args.no_bitplane and importlib.util.find_spec("gpu.bench.bitplane") is not None:
