@@ -23,6 +23,7 @@ sequence, what the stream printed plus its flush equals decode of that prefix. (
 UTF-8 only, sentencepiece writes one U+FFFD per byte and `tokenizers` one per byte piece.)
 """
 import codecs
+import importlib
 import json
 import re
 from pathlib import Path
@@ -250,13 +251,18 @@ def _build(ckpt_dir, config, name, pieces, special, encoder, native_bos, native_
                                   add_bos, add_eos)
 
 
-def _from_model_file(ckpt_dir, config):
+def _library(name, path, install):
+    """The module `name`, or a one-line error naming the file that needs it and how to install."""
     try:
-        import sentencepiece
+        return importlib.import_module(name)
     except ImportError:
-        raise ValueError(f"{ckpt_dir / MODEL_FILE}: reading it needs the sentencepiece package, "
-                         f"a dependency of mmfree (pip install sentencepiece)") from None
+        raise ValueError(f"{path}: reading it needs the {name} package ({install})") from None
+
+
+def _from_model_file(ckpt_dir, config):
     path = ckpt_dir / MODEL_FILE
+    sentencepiece = _library("sentencepiece", path,
+                             "a dependency of mmfree: pip install sentencepiece")
     sp = sentencepiece.SentencePieceProcessor()
     try:
         sp.Load(str(path))
@@ -270,12 +276,8 @@ def _from_model_file(ckpt_dir, config):
 
 
 def _from_json_file(ckpt_dir, config):
-    try:
-        from tokenizers import Tokenizer
-    except ImportError:
-        raise ValueError(f"{ckpt_dir / JSON_FILE}: reading it needs the tokenizers package "
-                         f"(pip install 'mmfree[published]')") from None
     path = ckpt_dir / JSON_FILE
+    Tokenizer = _library("tokenizers", path, "pip install 'mmfree[published]'").Tokenizer
     # tokenizers reports a bad file as a bare Exception: check the JSON here, at the boundary.
     text = path.read_text(encoding="utf-8", errors="replace")
     try:

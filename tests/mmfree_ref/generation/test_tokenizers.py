@@ -5,6 +5,7 @@ decode, and the tokenizer.json path (tokenizers) with the tokenizer.model path (
 """
 import json
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -197,3 +198,15 @@ def test_not_a_sentencepiece_file(tmp_path):
     (tmp_path / "tokenizer.json").write_text("{")
     with pytest.raises(ValueError, match="tokenizer.json: not valid JSON"):
         load_tokenizer(tmp_path, CONFIG)
+
+
+@pytest.mark.parametrize("name, library, install", [
+    ("tokenizer.model", "sentencepiece", "a dependency of mmfree: pip install sentencepiece"),
+    ("tokenizer.json", "tokenizers", "pip install 'mmfree[published]'")])
+def test_a_missing_library_is_named_with_its_install(ckpt_dir, tmp_path, monkeypatch, name,
+                                                     library, install):
+    shutil.copyfile(ckpt_dir / name, tmp_path / name)
+    monkeypatch.setitem(sys.modules, library, None)      # makes `import library` fail
+    with pytest.raises(ValueError) as e:
+        load_tokenizer(tmp_path, CONFIG)
+    assert str(e.value) == f"{tmp_path / name}: reading it needs the {library} package ({install})"
