@@ -45,6 +45,25 @@ def mode():
     return f"gpu: {name.decode() if isinstance(name, bytes) else name}"
 
 
+def check_capability(needed, found, what, device_name):
+    """needed, found: (major, minor) compute capabilities. Raises ValueError naming `what`, the
+    capability it needs and the one this device has, when found < needed."""
+    if tuple(found) < tuple(needed):
+        raise ValueError(f"{what} needs a GPU of compute capability {needed[0]}.{needed[1]} or "
+                         f"newer; this {device_name} is {found[0]}.{found[1]}")
+
+
+def require_capability(needed, what):
+    """check_capability for the current device, called before any kernel compiles (on an older
+    GPU the compiler fails deep inside PTX assembly instead, e.g. on cp.async below sm_80).
+    The simulator has no capability to check."""
+    if SIMULATOR:
+        return
+    dev = cuda.get_current_device()
+    name = dev.name.decode() if isinstance(dev.name, bytes) else dev.name
+    check_capability(needed, dev.compute_capability, what, name)
+
+
 def is_device_array(a):
     """True for a Numba device array (real or simulated); False for NumPy arrays and others."""
     return not isinstance(a, np.ndarray) and hasattr(a, "copy_to_host")

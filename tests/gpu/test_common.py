@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from gpu.common import INT8_SENTINEL, empty, poisoned, rotations, validate, L2_BYTES
+from gpu.common import (INT8_SENTINEL, L2_BYTES, check_capability, empty, poisoned, rotations,
+                        validate)
 
 
 def test_validate_exact_passes_and_reports_zero():
@@ -47,3 +48,16 @@ def test_rotations_cover_twice_the_l2():
     assert rotations(10 * L2_BYTES) == 2
     with pytest.raises(ValueError):
         rotations(0)
+
+
+@pytest.mark.parametrize("found", [(8, 0), (8, 9), (9, 0), (10, 0)])
+def test_capability_at_or_above_the_need_passes(found):
+    check_capability((8, 0), found, "the decoder", "GPU")
+
+
+@pytest.mark.parametrize("found", [(7, 5), (6, 1), (7, 9)])
+def test_capability_below_the_need_is_one_line_naming_both(found):
+    with pytest.raises(ValueError) as e:
+        check_capability((8, 0), found, "the GPU decoder (cp.async)", "Tesla T4")
+    assert str(e.value) == ("the GPU decoder (cp.async) needs a GPU of compute capability 8.0 or "
+                            f"newer; this Tesla T4 is {found[0]}.{found[1]}")
