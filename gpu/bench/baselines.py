@@ -10,7 +10,8 @@
   RMSNorm, fused QKV projection, scaled-dot-product attention over the cache, output projection,
   SwiGLU MLP with the same intermediate width. Rotary embeddings are left out (element-wise on
   one token: negligible next to the weight and cache reads).
-Both decode one token per step (batch 1) and are replayed as torch CUDA graphs.
+Both decode one token per sequence per step (`batch` sequences, 1 by default) and are replayed
+as torch CUDA graphs.
 """
 
 
@@ -24,9 +25,9 @@ def _rms(torch, x, w, eps):
 
 
 class HGRNFp16:
-    """Dense fp16 twin of the MatMul-free LM decode step (random weights)."""
+    """Dense fp16 twin of the MatMul-free LM decode step (random weights), `batch` sequences."""
 
-    def __init__(self, config, seed=0):
+    def __init__(self, config, seed=0, batch=1):
         torch = self.torch = _torch()
         g = torch.Generator(device="cuda").manual_seed(seed)
         d, n, v = config.hidden_size, config.intermediate, config.vocab_size
@@ -37,14 +38,14 @@ class HGRNFp16:
                             n_ifg=one(d), n_o=one(d), n_gate=one(d), n_down=one(n),
                             attn_norm=one(d), mlp_norm=one(d), g_norm=one(d),
                             lb=torch.full((d,), 0.5, device="cuda", dtype=torch.float16),
-                            h=torch.zeros(1, d, device="cuda", dtype=torch.float16))
+                            h=torch.zeros(batch, d, device="cuda", dtype=torch.float16))
                        for _ in range(config.num_hidden_layers)]
         self.emb, self.head, self.norm = r(v, d), r(v, d), one(d)
-        self.ids = torch.zeros(1, dtype=torch.long, device="cuda")
+        self.ids = torch.zeros(batch, dtype=torch.long, device="cuda")
 
     def step(self):
         torch, F, eps = self.torch, self.torch.nn.functional, self.eps
-        x = self.emb[self.ids]                                            # (1, d)
+        x = self.emb[self.ids]                                            # (B, d)
         for p in self.layers:
             a = _rms(torch, _rms(torch, x, p["attn_norm"], eps), p["n_ifg"], 1e-6)
             i, f, g = F.linear(a, p["ifg"]).chunk(3, -1)
@@ -74,9 +75,10 @@ class HGRNFp16:
 
 
 class LlamaFp16:
-    """Llama-style fp16 decode step with a KV cache holding `context` positions (random)."""
+    """Llama-style fp16 decode step with a KV cache holding `context` positions (random), for
+    `batch` sequences (a cache each)."""
 
-    def __init__(self, config, context=2048, seed=0):
+    def __init__(self, config, context=2048, seed=0, batch=1):
         torch = self.torch = _torch()
         g = torch.Generator(device="cuda").manual_seed(seed)
         d, n, v = config.hidden_size, config.intermediate, config.vocab_size
@@ -87,24 +89,25 @@ class LlamaFp16:
         hd = d // self.heads
         self.layers = [dict(qkv=r(3 * d, d), o=r(d, d), gate=r(2 * n, d), down=r(d, n),
                             n1=one(d), n2=one(d),
-                            k=r(1, self.heads, context, hd), v=r(1, self.heads, context, hd))
+                            k=r(batch, self.heads, context, hd), v=r(batch, self.heads, context, hd))
                        for _ in range(config.num_hidden_layers)]
         self.emb, self.head, self.norm = r(v, d), r(v, d), one(d)
-        self.ids = torch.zeros(1, dtype=torch.long, device="cuda")
+        self.ids = torch.zeros(batch, dtype=torch.long, device="cuda")
 
     def kv_cache_bytes(self):
         return sum(p["k"].numel() * 2 + p["v"].numel() * 2 for p in self.layers)
 
     def step(self):
         torch, F, eps, H = self.torch, self.torch.nn.functional, self.eps, self.heads
-        x = self.emb[self.ids]
+        x = self.emb[self.ids]                                            # (B, d)
+        B = x.shape[0]
         pos = self.context - 1     # the newest token overwrites the last cache slot
         for p in self.layers:
-            q, k, v = F.linear(_rms(torch, x, p["n1"], eps), p["qkv"]).view(1, 3, H, -1).unbind(1)
+            q, k, v = F.linear(_rms(torch, x, p["n1"], eps), p["qkv"]).view(B, 3, H, -1).unbind(1)
             p["k"][:, :, pos] = k
             p["v"][:, :, pos] = v
-            att = F.scaled_dot_product_attention(q[:, :, None], p["k"], p["v"])  # (1, H, 1, hd)
-            x = x + F.linear(att.reshape(1, -1), p["o"])
+            att = F.scaled_dot_product_attention(q[:, :, None], p["k"], p["v"])  # (B, H, 1, hd)
+            x = x + F.linear(att.reshape(B, -1), p["o"])
             gate, u = F.linear(_rms(torch, x, p["n2"], eps), p["gate"]).chunk(2, -1)
             x = x + F.linear(F.silu(gate) * u, p["down"])
         return F.linear(_rms(torch, x, self.norm, eps), self.head)
