@@ -2,16 +2,28 @@
 refuses before it makes its output folder (timings there mean nothing)."""
 import pytest
 
-from gpu.bench import gemm, run
+from gpu.bench import decode_batch, gemm, run
 from gpu.common import SIMULATOR
 
 
 @pytest.mark.skipif(not SIMULATOR, reason="the refusal is the simulator's")
 @pytest.mark.parametrize("main, prog", [(run.main, "python -m gpu.bench"),
-                                        (gemm.main, "python -m gpu.bench.gemm")])
+                                        (gemm.main, "python -m gpu.bench.gemm"),
+                                        (decode_batch.main, "python -m gpu.bench.decode_batch")])
 def test_benchmarks_refuse_the_simulator_before_writing(tmp_path, main, prog):
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as e:
         main(["--out", str(out)])
     assert str(e.value) == f"{prog} needs a real GPU (timings under the simulator mean nothing)"
     assert not out.exists()
+
+
+def test_batch_table_says_what_was_not_run_and_what_failed():
+    rows = [dict(size="1.3B", batch=8, ternary_agrees=True, ternary_ms=1.0, ternary_tokens_per_s=8000.0,
+                 fp16_ms=2.0, fp16_tokens_per_s=4000.0),
+            dict(size="1.3B", batch=4, ternary_agrees=False),
+            dict(size="1.3B", batch=16, fp16_ms=2.0, fp16_tokens_per_s=8000.0)]
+    lines = decode_batch.table(dict(device="gpu: X", date="2026-12-02", rows=rows)).splitlines()
+    assert lines[4] == "| 1.3B | 8 | 8000 (1.000) | 4000 (2.000) | not run | 2.00x |"
+    assert lines[5] == "| 1.3B | 4 | failed check | not run | not run | - |"
+    assert lines[6] == "| 1.3B | 16 | not run | 8000 (2.000) | not run | - |"

@@ -1,0 +1,121 @@
+"""`python -m gpu.bench.decode_batch [--out DIR] [--sizes 370M,1.3B] [--batches 1,2,...]
+[--no-torch]`: decode tokens/s against the number of sequences B decoded together, for the
+ternary GPU decoder (gpu/decode/decoder.py, one CUDA graph per step) beside torch fp16 of the same
+architecture (baselines.HGRNFp16) and the Llama-style step with its KV cache (baselines.LlamaFp16,
+a cache of CONTEXT tokens per sequence), all with random weights of the preset's shapes.
+
+One step decodes one token of each of the B sequences, so tokens/s = B / step time. The ternary
+decoder's stages take at most gpu.gemv.MAX_TOKENS sequences in one weight stream; larger B are
+not run for it (the table says so) rather than timed as several steps.
+Red gate, per size and B: the batched step's logits for sequence b equal (within the decoder
+tests' bound, 1e-4 of max|logit|, and with the same argmax) those of a B = 1 step of the same
+token; a B that fails gets no time and the exit status is 1.
+Writes DIR/decode_batch.json and DIR/decode_batch_table.md; prints the table last.
+"""
+import argparse
+import gc
+import sys
+
+import numpy as np
+
+from mmfree_ref.config import preset
+
+from gpu.bench.run import CONTEXT, _bench_torch
+from gpu.bench.session import start
+from gpu.common import time_launches
+from gpu.decode.decoder import GPUDecoder
+from gpu.gemv import MAX_TOKENS
+
+RTOL_LOGITS = 1e-4          # tests/gpu/decode/test_decoder.py's bound for float32 logits
+BATCHES = (1, 2, 4, 8, 16, 32, 64)
+
+
+def _agrees(batched, single):
+    scale = np.abs(single).max()
+    return bool(np.abs(batched - single).max() <= RTOL_LOGITS * scale
+                and np.array_equal(batched.argmax(-1), single.argmax(-1)))
+
+
+def bench_ternary(dec, batch, rng, vocab):
+    """Step time of `batch` sequences after the red gate -> dict (ms, tokens_per_s, agrees)."""
+    ids = rng.integers(0, vocab, batch)
+    dec.reset(batch)
+    got = dec.step(ids)
+    ref = []
+    for b in range(batch):
+        dec.reset(1)
+        ref.append(dec.step(ids[b:b + 1]))
+    row = dict(agrees=_agrees(got, np.concatenate(ref)))
+    if not row["agrees"]:
+        return row
+    dec.reset(batch)
+    dec.step(ids)                                   # captures this batch's graph
+    tm = time_launches(lambda i, s: dec._graph.launch(s), 1, dec.weight_bytes(), repeats=20)
+    return dict(row, ms=tm.median_ms, tokens_per_s=batch / tm.median_ms * 1e3)
+
+
+def bench_size(name, batches, fp16, rng):
+    cfg = preset(name)
+    rows = []
+    dec = GPUDecoder.random(cfg, seed=1)
+    for b in batches:
+        row = dict(size=name, batch=b)
+        if b <= MAX_TOKENS:
+            row.update({f"ternary_{k}": v for k, v in bench_ternary(dec, b, rng, cfg.vocab_size).items()})
+        rows.append(row)
+        print(f"{name} B={b}: {row}", flush=True)
+    del dec
+    gc.collect()
+    if fp16 is not None:
+        for row in rows:
+            b = row["batch"]
+            for tag, model in (("fp16", lambda: fp16.HGRNFp16(cfg, batch=b)),
+                               ("llama_fp16", lambda: fp16.LlamaFp16(cfg, CONTEXT, batch=b))):
+                r = _bench_torch(fp16, model(), tag)
+                row[f"{tag}_ms"] = r[f"{tag}_ms"]
+                row[f"{tag}_tokens_per_s"] = b / r[f"{tag}_ms"] * 1e3
+    return rows
+
+
+def table(results):
+    lines = [f"{results['device']}, {results['date']}: decode tokens/s (B sequences, one token "
+             "each per step; step ms in brackets)", "",
+             "| size | B | ternary | fp16 twin | Llama fp16 + KV cache | ternary / fp16 twin |",
+             "|---|---:|---:|---:|---:|---:|"]
+
+    def cell(r, tag):
+        if f"{tag}_ms" not in r:
+            return "failed check" if r.get(f"{tag}_agrees") is False else "not run"
+        return f"{r[f'{tag}_tokens_per_s']:.0f} ({r[f'{tag}_ms']:.3f})"
+
+    for r in results["rows"]:
+        ratio = (f"{r['ternary_tokens_per_s'] / r['fp16_tokens_per_s']:.2f}x"
+                 if "ternary_ms" in r and "fp16_ms" in r else "-")
+        lines.append(f"| {r['size']} | {r['batch']} | {cell(r, 'ternary')} | {cell(r, 'fp16')} | "
+                     f"{cell(r, 'llama_fp16')} | {ratio} |")
+    lines.append(f"\nternary: at most {MAX_TOKENS} sequences per weight stream (gpu.gemv.MAX_TOKENS);"
+                 " larger B not run.")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m gpu.bench.decode_batch",
+                                 description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="bench-out/decode_batch", help="directory for JSON and table")
+    ap.add_argument("--sizes", default="370M,1.3B", help="preset sizes, comma-separated")
+    ap.add_argument("--batches", default=",".join(map(str, BATCHES)), help="B values, comma-separated")
+    ap.add_argument("--no-torch", action="store_true", help="skip the torch fp16 baselines")
+    args = ap.parse_args(argv)
+    batches = [int(b) for b in args.batches.split(",")]
+    s = start("python -m gpu.bench.decode_batch", args.out, args.no_torch, rows=[])
+    for name in args.sizes.split(","):
+        s.results["rows"] += bench_size(name, batches, s.fp16, s.rng)
+        s.dump("decode_batch.json")
+    text = table(s.results)
+    (s.out / "decode_batch_table.md").write_text(text + "\n")
+    print(text, flush=True)
+    return 1 if any(r.get("ternary_agrees") is False for r in s.results["rows"]) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
