@@ -2,6 +2,8 @@
 
 - mathml.py   the mkdocs hook (mkdocs.yml `hooks:`) that typesets every formula of the site as
               MathML at build time, so pages need no script and no network to show their math.
-- execute.py  `python -m docs_tools.execute`: runs the tutorials (notebooks/NN_*.py) and stores
-              them with their outputs as docs/tutorials/NN_*.ipynb, which the site renders.
+- execute.py  runs the tutorials (notebooks/NN_*.py) into executed copies,
+              docs/tutorials/NN_*.ipynb (ignored by git), which the site renders;
+              tutorials.py is the hook that does it for the build, for stale copies only.
+- lists.py    the hook that lets a list follow its lead-in line, as on GitHub.
 """

@@ -1,4 +1,6 @@
-"""The built documentation site, shared by test_docs.py and test_site_screens.py (one build)."""
+"""The built documentation site, shared by test_docs.py and test_site_screens.py (one build),
+built after the notebook tests: they save the tutorials' executed copies, which the build then
+finds up to date instead of executing every tutorial a second time."""
 import os
 import re
 import subprocess
@@ -34,3 +36,13 @@ def built_site(tmp_path_factory):
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     return site, done
+
+
+def pytest_collection_modifyitems(items):
+    # this hook sees the whole session's items: reorder only this folder's, in their own
+    # places, by a stable sort (the notebook tests first, the rest in collected order)
+    here = Path(__file__).parent
+    slots = [i for i, item in enumerate(items) if item.path.parent == here]
+    ordered = sorted((items[i] for i in slots), key=lambda item: item.path.name != "test_notebooks.py")
+    for i, item in zip(slots, ordered):
+        items[i] = item

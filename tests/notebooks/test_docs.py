@@ -3,9 +3,11 @@ mode (a broken link, a missing page, an unresolved API cross-reference or any ot
 fails), its getting-started page shows the README's two commands exactly, its tutorials carry
 their outputs, and every formula is typeset.
 
-The tutorials are shown from stored executed copies (docs/tutorials/*.ipynb, written by
-`python -m docs_tools.execute`), so the build executes nothing; tests/notebooks/test_notebooks.py
-executes the sources, and the tests here check that each stored copy has its source's cells.
+The tutorials are shown from executed copies (docs/tutorials/*.ipynb, build output ignored by
+git): the build's hook executes those that are missing or stale (docs_tools/execute.py), and
+tests/notebooks/test_notebooks.py, which runs first, saves the copies it executes, so that the
+build finds them up to date. The tests here check that the build leaves every copy up to date,
+with its source's cells, run to the end; and the staleness rule itself, on a tiny tutorial.
 The built site is shared with test_site_screens.py (conftest.built_site).
 """
 import html
@@ -18,7 +20,8 @@ import pytest
 import yaml
 from mkdocs.exceptions import PluginError
 
-from docs_tools.execute import cells, execute, stored_path, tutorials
+from docs_tools import execute
+from docs_tools.execute import built_path, cells, tutorials
 from docs_tools.lists import separate_lists
 from docs_tools.mathml import DOLLARS, arithmatex_to_mathml, notebook_to_mathml
 
@@ -79,15 +82,7 @@ def test_site_loads_nothing_from_other_hosts(built_site):
         assert not fetched + imported, f"{path.relative_to(site)} loads {fetched + imported}"
 
 
-# --- tutorials: stored executed copies, in step with their sources ---------------------------
-
-def test_every_tutorial_has_a_stored_copy_and_nothing_else_is_stored():
-    sources = {p.stem for p in tutorials()}
-    stored = {p.stem for p in (ROOT / "docs" / "tutorials").glob("*.ipynb")}
-    assert len(sources) >= 5, sources
-    assert sources - stored == set(), f"not stored: {sorted(sources - stored)}: run {REGENERATE}"
-    assert stored - sources == set(), f"stored without a source: {sorted(stored - sources)}"
-
+# --- tutorials: executed copies, built from their sources -----------------------------------
 
 def test_every_tutorial_is_in_the_nav():
     # a page left out of the nav builds, but no reader finds it
@@ -97,42 +92,69 @@ def test_every_tutorial_is_in_the_nav():
     assert not missing, f"mkdocs.yml's nav lacks tutorials/{sorted(missing)}.ipynb"
 
 
-@pytest.mark.parametrize("source", tutorials(), ids=[p.stem for p in tutorials()])
-def test_stored_tutorial_matches_its_source(source):
-    # cheap (nothing runs): the same cells, in order, with the same text
-    stored = nbformat.read(stored_path(source), as_version=4)
-    expected, found = cells(jupytext.read(source)), cells(stored)
-    fix = f"run `{REGENERATE} {source.stem}`"
-    assert len(found) == len(expected), \
-        f"{stored_path(source).name} has {len(found)} cells, {source.name} {len(expected)}: {fix}"
-    for i, (want, got) in enumerate(zip(expected, found)):
-        assert got == want, f"cell {i} of {stored_path(source).name} differs from " \
-                            f"{source.name}: {fix}\n--- stored\n{got[1]}\n--- source\n{want[1]}"
+def test_the_build_leaves_one_up_to_date_copy_per_tutorial(built_site):
+    sources = {p.stem for p in tutorials()}
+    copies = {p.stem for p in execute.BUILT.glob("*.ipynb")}
+    assert len(sources) >= 5, sources
+    assert copies == sources, f"copies {sorted(copies)} for tutorials {sorted(sources)}"
+    stale = [p.stem for p in tutorials() if execute.is_stale(p)]
+    assert not stale, f"stale after the build: {stale} (run {REGENERATE})"
 
 
 @pytest.mark.parametrize("source", tutorials(), ids=[p.stem for p in tutorials()])
-def test_stored_tutorial_was_run_to_the_end(source):
-    stored = nbformat.read(stored_path(source), as_version=4)
-    code = [c for c in stored.cells if c.cell_type == "code"]
-    fix = f"run `{REGENERATE} {source.stem}`"
-    assert all(c.execution_count is not None for c in code), f"unexecuted cells: {fix}"
+def test_built_copy_has_its_sources_cells_run_to_the_end(built_site, source):
+    copy = nbformat.read(built_path(source), as_version=4)
+    expected, found = cells(jupytext.read(source)), cells(copy)
+    assert found == expected, f"{built_path(source).name} does not hold the cells of {source.name}"
+    code = [c for c in copy.cells if c.cell_type == "code"]
     assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), \
-        f"cells executed out of order or twice: {fix}"
+        f"{built_path(source).name}: cells unexecuted, out of order or run twice"
     errors = [o for c in code for o in c.outputs if o.output_type == "error"]
-    assert not errors, f"{stored_path(source).name} stores an error: {errors[0].ename}: {fix}"
+    assert not errors, f"{built_path(source).name} holds an error: {errors[0].ename}"
     images = [o for c in code for o in c.outputs if "image/png" in o.get("data", {})]
-    assert images, f"{stored_path(source).name} stores no plot"
+    assert images, f"{built_path(source).name} holds no plot"
 
 
-def test_execute_stores_outputs_with_fixed_ids_and_no_timings(tmp_path):
-    # the tool itself, on a two-cell tutorial (a kernel starts: ~3 s)
-    source = tmp_path / "01_tiny.py"
+def test_only_a_stale_copy_is_executed_again(tmp_path, monkeypatch):
+    # the rule on a two-cell tutorial in a folder of its own (one kernel starts: ~3 s)
+    monkeypatch.setattr(execute, "SOURCES", tmp_path / "notebooks")
+    monkeypatch.setattr(execute, "BUILT", tmp_path / "built")
+    execute.SOURCES.mkdir()
+    execute.BUILT.mkdir()
+    (execute.BUILT / "02_gone.ipynb").write_text("{}")  # its source was deleted
+    source = execute.SOURCES / "01_tiny.py"
     source.write_text("# %% [markdown]\n# A sum, $1 + 1$.\n\n# %%\nprint(1 + 1)\n")
-    nb = execute(source)
+    lines = []
+    assert execute.build_stale(log=lines.append) == [execute.BUILT / "01_tiny.ipynb"]
+    assert lines[0] == "02_gone.ipynb: removed (no notebooks/02_gone.py)" and len(lines) == 2
+    assert sorted(p.name for p in execute.BUILT.iterdir()) == ["01_tiny.ipynb"]
+    nb = nbformat.read(execute.BUILT / "01_tiny.ipynb", as_version=4)
     assert cells(nb) == [("markdown", "A sum, $1 + 1$."), ("code", "print(1 + 1)")]
     assert [c.id for c in nb.cells] == ["cell-0", "cell-1"]
     assert nb.cells[1].outputs[0].text == "2\n"
     assert "execution" not in nb.cells[1].metadata and "jupytext" not in nb.metadata
+    assert nb.metadata["mmfree"] == execute.fingerprint(source)
+
+    assert execute.build_stale(log=lines.append)  == []  # up to date: nothing runs
+    assert execute.is_stale(source, code="another digest")  # the package changed
+    source.write_text(source.read_text() + "print(3)\n")
+    assert execute.is_stale(source)  # the tutorial changed
+
+
+def test_the_code_digest_follows_the_package_and_the_recorded_results(tmp_path):
+    (tmp_path / "mmfree_ref" / "__pycache__").mkdir(parents=True)
+    (tmp_path / "docs" / "sub").mkdir(parents=True)
+    module, result = tmp_path / "mmfree_ref" / "model.py", tmp_path / "docs" / "sub" / "bench.json"
+    module.write_text("x = 1\n")
+    result.write_text("{}")
+    before = execute.code_digest(tmp_path)
+    (tmp_path / "mmfree_ref" / "__pycache__" / "model.cpython-311.pyc").write_bytes(b"\0")
+    (tmp_path / "docs" / "index.md").write_text("# prose")
+    assert execute.code_digest(tmp_path) == before                 # caches and prose do not count
+    for path, text in [(module, "x = 2\n"), (result, '{"a": 1}')]:
+        path.write_text(text)
+        assert execute.code_digest(tmp_path) != before, path.name
+        before = execute.code_digest(tmp_path)
 
 
 def test_tutorial_pages_show_their_outputs(built_site):

@@ -2,7 +2,9 @@
 
 The notebooks are jupytext percent-format .py files (reviewable diffs, no stored outputs); each
 is converted to a notebook in memory and executed with nbclient in its own directory, as a
-student's Jupyter would. Tutorials must draw at least one picture, and every section of a
+student's Jupyter would (docs_tools/execute.py's `run`, which the site build uses too). A
+tutorial that passes is saved as the site's executed copy (docs/tutorials/, ignored by git), so
+the site build that follows in the same run executes nothing again. Tutorials must draw at least one picture, and every section of a
 tutorial that prints a result must also assert it (a number the text discusses is checked
 where it is printed; a failing assert is a notebook that lies). Exercise solutions must pass
 their grader. The student versions are not run (their stubs raise NotImplementedError by
@@ -17,7 +19,6 @@ limits derived from CPU_S, the CPU seconds it used when measured here:
   machine does not flake.
 """
 import math
-import os
 import re
 import resource
 import time
@@ -25,8 +26,9 @@ from pathlib import Path
 
 import jupytext
 import pytest
-from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError
+
+from docs_tools import execute as site
 
 NOTEBOOKS = Path(__file__).parents[2] / "notebooks"
 TUTORIALS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))
@@ -38,7 +40,7 @@ SOLUTIONS = sorted((NOTEBOOKS / "exercises" / "solutions").glob("[0-9][0-9]_*.py
 # of tutorial 05 took 1.3-2.6 s of wall time and 0.8 s of CPU with two threads, 0.12 s and
 # 0.06 s with one; the whole tutorial 269 s with two threads (the issue saw 70 s quiet, 125 s
 # under load), 49-73 s with one (21 s of CPU).
-KERNEL_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+KERNEL_ENV = site.KERNEL_ENV
 
 # CPU seconds (user + system) of each notebook's kernel, start-up included, with one BLAS
 # thread: the mean of two runs on this 2-core machine at load average 6-10, 2026-12-02. A
@@ -110,11 +112,9 @@ def execute(path, cpu_limit, wall_limit):
 
     nbclient stops a cell that runs past wall_limit (CellTimeoutError).
     """
-    nb = jupytext.read(path)
-    client = NotebookClient(nb, timeout=wall_limit, kernel_name="python3", allow_errors=False,
-                            resources={"metadata": {"path": str(path.parent)}})
+    nb = site.notebook(path)
     cpu_before, start = children_cpu_s(), time.perf_counter()
-    client.execute(env={**os.environ, **KERNEL_ENV})       # the kernel is reaped when it ends
+    site.run(nb, path, timeout=wall_limit)       # the kernel is reaped when it ends
     wall, cpu = time.perf_counter() - start, children_cpu_s() - cpu_before
     # an ipykernel's start-up alone takes 0.5-1 s of CPU here (an empty probe notebook: 0.498 s
     # in CI): under 0.1 s means the kernel's CPU was not counted (it was not reaped)
@@ -215,11 +215,13 @@ def test_a_runaway_cell_is_stopped_at_the_wall_limit(tmp_path):
 
 @pytest.mark.parametrize("path", TUTORIALS, ids=[p.stem for p in TUTORIALS])
 def test_tutorial_runs_and_draws(path):
+    stamp = site.fingerprint(path)
     nb = run(path)
     assert outputs(nb, "image/png"), f"{path.name} shows no picture"
     text = "".join(outputs(nb, "text"))
     missing = [phrase for phrase in MUST_PRINT.get(notebook_id(path), []) if phrase not in text]
     assert not missing, f"{path.name} did not print {missing}: were its recorded files found?"
+    site.save(path, nb, stamp)
 
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=[p.stem for p in SOLUTIONS])

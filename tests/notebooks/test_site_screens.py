@@ -3,7 +3,7 @@
 Served from a local HTTP server on 127.0.0.1 (as `mkdocs serve` or any file server would), each
 page is loaded in Debian's chromium through playwright and checked the way a reader would see it:
 every request it makes stays on this server and succeeds (the site works offline: no web fonts,
-no CDN scripts), no script error, the tutorial shows its stored plots (loaded images) and typeset
+no CDN scripts), no script error, the tutorial shows its plots (loaded images) and typeset
 math (MathML laid out on the page, no raw `$$` or `\\(` left in its text), and no table or
 formula runs past the page's edge (each either fits or scrolls in its own box). Screenshots go to
 $MMFREE_SCREENS (default /tmp/screens) for a person to look at.
@@ -153,7 +153,7 @@ def test_tutorial_shows_its_plots(loaded):
     p = loaded["tutorial"]
     images = p.js("""[...document.querySelectorAll("article .jp-RenderedImage img")]
                      .map(i => [i.complete, i.naturalWidth])""")
-    assert images, "the tutorial page shows no output image (stored outputs missing?)"
+    assert images, "the tutorial page shows no output image (outputs missing from its executed copy?)"
     assert all(done and width > 0 for done, width in images), images
 
 
