@@ -8,8 +8,9 @@ hypothesis's `find` for a drawn case that fails; `find` shrinks it to the smalle
 can, so the student reads about a 1 x 2 array rather than a 7 x 13 one.
 
 Cases are drawn with `derandomize=True`: every student sees the same cases, and a grade does not
-change from one run to the next. No example database is written (nothing appears in the
-student's folder).
+change from one run to the next. No example database is written; hypothesis itself (6.170 here)
+still caches the constants it reads from local source files in .hypothesis/constants under the
+working directory, a folder with its own .gitignore (HYPOTHESIS_STORAGE_DIRECTORY moves it).
 """
 from dataclasses import dataclass, field
 
@@ -33,8 +34,26 @@ TERNARY_KINDS = {
     "all weights -1": lambda rng, s: -np.ones(s, int),
     "all weights 0": lambda rng, s: np.zeros(s, int),
 }
+
+
+def zero_some_rows(rng, x):
+    """x with about half of its rows along the last axis, and always at least one, set to 0."""
+    rows = x.reshape(-1, x.shape[-1])
+    zero = rng.random(len(rows)) < 0.5
+    zero[rng.integers(len(rows))] = True
+    rows[zero] = 0.0
+    return rows.reshape(x.shape)
+
+
 STUB = ("your function raises NotImplementedError: it is still the stub. Replace the "
         "`raise NotImplementedError(...)` line with your code, then run the grader again.")
+# Said when a case failed inside hypothesis's search and passed when run again for the report.
+NONDETERMINISTIC = (
+    "your function gave a wrong answer on this case once, and the right one when the grader ran "
+    "it again on the same inputs: its result changes from one call to the next. Look for random "
+    "numbers drawn without a fixed seed, or for something kept between calls (a global "
+    "variable, a list or array used as a default argument and changed); a grader can only judge "
+    "a function that always gives the same answer to the same inputs.")
 
 
 @dataclass
@@ -86,7 +105,7 @@ def run_grader(title, student_fn, compare, fixed_cases, strategy, max_examples=M
         return True
     problem = attempt(compare, student_fn, case)
     return _fail(title, "a generated case (shrunk to the smallest failing one found)", case,
-                 problem, verbose)
+                 NONDETERMINISTIC if problem is None else problem, verbose)
 
 
 def _fail(title, which, case, problem, verbose):
@@ -109,8 +128,10 @@ def describe(name, value):
         return f"  {name} = {value!r}"
     head = f"  {name}: shape {value.shape}, dtype {value.dtype}"
     if value.size <= 24:
-        body = np.array2string(value, precision=17 if value.dtype.kind == "f" else None,
-                               separator=", ", max_line_width=100)
+        # "unique": the shortest digits that read back as exactly this float (a fixed precision
+        # counts digits after the point: 17 of them print 0.0012345678901234567 as
+        # 0.00123456789012346, which is another float)
+        body = np.array2string(value, floatmode="unique", separator=", ", max_line_width=100)
         return head + "\n    " + body.replace("\n", "\n    ")
     return head + f", values from {value.min():.6g} to {value.max():.6g}"
 
@@ -149,14 +170,26 @@ def compare_exact(name, got, want, dtype=None, explain=None):
     return text
 
 
-def compare_close(name, got, want, rtol=1e-9):
-    """Float results: same shape, equal to rtol relative to the largest entry of want (float64
-    computations in another order differ by ~1e-15 relative; every real mistake is far above)."""
+def compare_close(name, got, want, rtol=1e-9, explain=None):
+    """Float results: same shape and dtype, equal to rtol relative to the largest entry of want
+    (float64 computations in another order differ by ~1e-15 relative; every real mistake is far
+    above). explain(got) may add a hint to a wrong shape or wrong values; not to a wrong dtype,
+    whose values may be right."""
     problem = check_shape(name, got, np.shape(want))
-    if problem:
+    if problem and not isinstance(got, np.ndarray):
         return problem
-    if not np.issubdtype(got.dtype, np.floating):
-        return f"{name} should hold floats, yours has dtype {got.dtype}"
+    if problem is None and got.dtype != want.dtype:
+        # a float32 answer keeps ~7 digits, far from the rtol asked for: name its dtype, not
+        # its rounding
+        return (f"{name} should have dtype {want.dtype} like the oracle's, yours has dtype "
+                f"{got.dtype}")
+    problem = problem or _far(name, got, want, rtol)
+    hint = explain(got) if problem and explain is not None else None
+    return problem + ". " + hint if hint else problem
+
+
+def _far(name, got, want, rtol):
+    """None when got (shape and dtype of want) is within rtol of want, else where it is not."""
     if not np.all(np.isfinite(got)):
         idx = tuple(int(i) for i in np.argwhere(~np.isfinite(got))[0])
         return (f"{name} holds {float(got[idx])} at index {list(idx)} (the oracle gives "

@@ -8,8 +8,9 @@ import numpy as np
 from hypothesis import strategies as st
 
 from mmfree_ref.bitlinear import bitlinear_backward, bitlinear_forward, ternary_accumulate
-from mmfree_ref.exercises._grading import (MAX_EXAMPLES, TERNARY_KINDS, Case, as_pair, compare_close,
-                                           compare_exact, run_grader)
+from mmfree_ref.exercises._grading import (MAX_EXAMPLES, TERNARY_KINDS, Case, as_pair,
+                                           compare_close, compare_exact, run_grader,
+                                           zero_some_rows)
 from mmfree_ref.rmsnorm import rmsnorm_backward
 
 # ----------------------------------------------------------------------------- select-and-add
@@ -93,7 +94,7 @@ def backward_cases(draw):
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     x = rng.standard_normal(lead + (d_in,)) * 10.0 ** rng.integers(-2, 3)
     if zero_rows:
-        x[rng.random(lead) < 0.5] = 0.0
+        x = zero_some_rows(rng, x)
     note = (f"x of shape {x.shape}" + (" with some all-zero rows" if zero_rows else "")
             + f", weight {d_out} x {d_in}")
     return Case(note, {"dy": rng.standard_normal(lead + (d_out,)), "x": x,
@@ -115,16 +116,14 @@ def _compare_backward(fn, case):
                 f"{want[1].shape}: dweight = dy^T @ x_hat, with the leading axes flattened")
     for name, got, exp in zip(("dweight", "dnorm_weight", "dx"), (dweight, dnorm_weight, dx),
                               (want[1], want[2], want[0])):
-        problem = compare_close(name, got, exp, rtol=1e-9)
+        problem = compare_close(name, got, exp, 1e-9, lambda g: _backward_hint(name, g, c, cache))
         if problem:
-            return problem + _backward_hint(name, got, c, cache)
+            return problem
     return None
 
 
 def _backward_hint(name, got, c, cache):
-    """Name the usual mistakes by recomputing them."""
-    if not isinstance(got, np.ndarray):
-        return ""
+    """Name the usual mistakes by recomputing them (got: an array, wrong in shape or values)."""
     dy, (d_out, d_in) = c["dy"], c["weight"].shape
 
     def same(a):
@@ -132,26 +131,42 @@ def _backward_hint(name, got, c, cache):
     if name == "dweight":
         n = cache.norm.x_normed * cache.norm.weight             # normed, before quantization
         if same(dy.reshape(-1, d_out).T @ n.reshape(-1, d_in)):
-            return (". You used the normalized input before quantization; the forward multiplied "
+            return ("You used the normalized input before quantization; the forward multiplied "
                     "by x_hat, and the STE keeps the forward's operands: dweight = dy^T @ x_hat")
         if same(dy.reshape(-1, d_out).T @ c["x"].reshape(-1, d_in)):
-            return ". You used the raw input x; the forward multiplied by x_hat (normed, quantized)"
-        return ". dweight = dy^T @ x_hat, summed over every token (flatten the leading axes)"
+            return "You used the raw input x; the forward multiplied by x_hat (normed, quantized)"
+        return "dweight = dy^T @ x_hat, summed over every token (flatten the leading axes)"
     dx_raw, dnw_raw = rmsnorm_backward(dy @ c["weight"], cache.norm)
     if same(dx_raw if name == "dx" else dnw_raw):
-        return (". You sent the gradient through the float weight; the forward used "
+        return ("You sent the gradient through the float weight; the forward used "
                 "w_hat = weight_quant(weight), and the STE keeps the forward's operand: "
                 "dn = dy @ w_hat")
     if name == "dx" and same(dy @ cache.w_hat):
-        return (". That is the gradient with respect to the normalized input; it still has to "
+        return ("That is the gradient with respect to the normalized input; it still has to "
                 "go back through the RMSNorm (rmsnorm_backward)")
-    return (". dn = dy @ w_hat, then dx, dnorm_weight = rmsnorm_backward(dn, the RMSNorm "
+    return ("dn = dy @ w_hat, then dx, dnorm_weight = rmsnorm_backward(dn, the RMSNorm "
             "forward's cache)")
+
+
+# Small enough to do by hand (up to the RMSNorm eps of 1e-6): x = [1, -1] has rms 1, so x_hat =
+# x; the weight has mean |w| = 1.5 and quantizes to w_hat = 1.5 * sign pattern [[1, -1], [1, 0]].
+BACKWARD_FIXED = [
+    Case("x = [1, -1] (rms 1, so x_hat = x), weight -> w_hat = [[1.5, -1.5], [1.5, 0]], dy = "
+         "[0, 1]: by hand dn = [1.5, 0], dx = [0.75, 0.75], dweight = [[0, 0], [1, -1]], "
+         "dnorm_weight = [1.5, 0]", {
+             "dy": np.array([[0.0, 1.0]]), "x": np.array([[1.0, -1.0]]),
+             "weight": np.array([[2.0, -2.0], [2.0, 0.0]]), "norm_weight": np.ones(2)}),
+    Case("the same with an all-zero token in front, as x of shape (2, 1, 2): its rstd is "
+         "1 / sqrt(1e-6) = 1000, so its dx is 1000 * dn = [1500, 0]", {
+             "dy": np.array([[[0.0, 1.0]], [[0.0, 1.0]]]), "x": np.array([[[0.0, 0.0]],
+                                                                          [[1.0, -1.0]]]),
+             "weight": np.array([[2.0, -2.0], [2.0, 0.0]]), "norm_weight": np.ones(2)}),
+]
 
 
 def check_bitlinear_backward(fn, max_examples=MAX_EXAMPLES, verbose=True):
     """Grade fn(dy, x, weight, norm_weight) -> (dx, dweight, dnorm_weight), with x (..., d_in),
     weight (d_out, d_in), norm_weight (d_in,), dy (..., d_out), against
     mmfree_ref.bitlinear.bitlinear_backward (straight-through estimator)."""
-    return run_grader("check_bitlinear_backward", fn, _compare_backward, [], backward_cases(),
-                      max_examples, verbose)
+    return run_grader("check_bitlinear_backward", fn, _compare_backward, BACKWARD_FIXED,
+                      backward_cases(), max_examples, verbose)

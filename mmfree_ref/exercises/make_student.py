@@ -27,13 +27,13 @@ STUB = 'raise NotImplementedError("Exercise: write this part, then run the grade
 
 def student_version(text, name="<solution>"):
     """The solution notebook's text -> the student notebook's text (solution blocks replaced)."""
-    out, inside, blocks = [], False, 0
+    out, inside, found = [], False, False
     for n, line in enumerate(text.splitlines(keepends=True), 1):
         marker = line.strip()
         if marker == BEGIN:
             if inside:
                 raise ValueError(f"{name}:{n}: {BEGIN} inside another solution block")
-            inside, blocks = True, blocks + 1
+            inside = found = True
             out.append(line[:len(line) - len(line.lstrip())] + STUB + "\n")
         elif marker == END:
             if not inside:
@@ -43,7 +43,7 @@ def student_version(text, name="<solution>"):
             out.append(line)
     if inside:
         raise ValueError(f"{name}: a {BEGIN} block is never closed")
-    if blocks == 0:
+    if not found:
         raise ValueError(f"{name}: no {BEGIN} ... {END} block: nothing for the student to do")
     return "".join(out)
 

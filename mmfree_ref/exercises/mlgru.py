@@ -36,7 +36,8 @@ def step_cases(draw):
 
 
 def _step_hint(name, got, c):
-    """Recompute the usual mistakes and say which one the student's answer matches."""
+    """Recompute the usual mistakes and say which one the student's answer matches (got: an
+    array, wrong in shape or values)."""
     x, p, h_prev, lb = c["x_t"], c["p"], c["h_prev"], c["lower_bound"]
 
     def bl(v, proj):
@@ -45,35 +46,34 @@ def _step_hint(name, got, c):
     f = sig if lb is None else lb + (1 - lb) * sig
 
     def same(a):
-        return isinstance(got, np.ndarray) and a.shape == got.shape and np.allclose(
-            got, a, rtol=1e-9, atol=0)
+        return a.shape == got.shape and np.allclose(got, a, rtol=1e-9, atol=0)
     if name == "h_t":
         if same(f * h_prev + silu(i)):
-            return ". The candidate is c = silu(i) * (1 - f): you left out the (1 - f)"
+            return "The candidate is c = silu(i) * (1 - f): you left out the (1 - f)"
         if same(f * h_prev + i * (1 - f)):
-            return ". The candidate is c = silu(i) * (1 - f): you left out the silu"
+            return "The candidate is c = silu(i) * (1 - f): you left out the silu"
         if lb is not None:
             f_max = np.maximum(sig, lb)
             as_max = same(f_max * h_prev + silu(i) * (1 - f_max))
             ignored = same(sig * h_prev + silu(i) * (1 - sig))
             rule = "f = lb + (1 - lb) * sigmoid(f_pre) squeezes the gate into [lb, 1]"
             if as_max and ignored:
-                return (". You ignored the lower bound, or took a max with it, which is not "
+                return ("You ignored the lower bound, or took a max with it, which is not "
                         f"a max: {rule}")
             if as_max:
-                return f". The lower bound is not a max: {rule}"
+                return f"The lower bound is not a max: {rule}"
             if ignored:
-                return f". You ignored the lower bound: {rule}"
-        return ". h_t = f * h_prev + silu(i) * (1 - f) with f = lb + (1 - lb) * sigmoid(f_pre)"
+                return f"You ignored the lower bound: {rule}"
+        return "h_t = f * h_prev + silu(i) * (1 - f) with f = lb + (1 - lb) * sigmoid(f_pre)"
     h = f * h_prev + silu(i) * (1 - f)
     g = bl(x, "g_proj")
     if same(bl(rmsnorm(h, p["g_norm.weight"], G_NORM_EPS) * silu(g), "o_proj")):
-        return (". You normalized h and swished g (the paper's figure reads that way); the "
+        return ("You normalized h and swished g (the paper's figure reads that way); the "
                 "reference, whose checkpoints we load, does the reverse: "
                 "y = rmsnorm(g, g_norm.weight) * silu(h)")
     if same(bl(rmsnorm(g, p["g_norm.weight"], G_NORM_EPS) * h, "o_proj")):
-        return ". The output gate multiplies silu(h), not h"
-    return (". out_t = BitLinear_o(rmsnorm(g, g_norm.weight, 1e-6) * silu(h_t)) with "
+        return "The output gate multiplies silu(h), not h"
+    return ("out_t = BitLinear_o(rmsnorm(g, g_norm.weight, 1e-6) * silu(h_t)) with "
             "g = BitLinear_g(x_t)")
 
 
@@ -85,17 +85,37 @@ def _compare_step(fn, case):
         return problem
     out_t, h_t = result
     for name, got, want in (("h_t", h_t, h_want), ("out_t", out_t, out_want)):
-        problem = compare_close(name, got, want, rtol=1e-9)
+        problem = compare_close(name, got, want, 1e-9,
+                                lambda g: _step_hint(name, g, case.copied()))
         if problem:
-            return problem + _step_hint(name, got, case.copied())
+            return problem
     return None
+
+
+# Small enough to do by hand (up to the eps of 1e-6): width 1 and norm weights 1, so BitLinear(v)
+# is sign(v) * w (RMSNorm of one value is its sign; a 1 x 1 weight quantizes to itself): x_t = 2
+# gives i = 1, f_pre = 0 (a zero weight), sigmoid(0) = 1/2, g = 1, and out_t = sign(y) * -2 = -2.
+_W_HAND = {"i": 1.0, "f": 0.0, "g": 1.0, "o": -2.0}
+_P_HAND = {k: np.ones(1) if k.endswith("norm.weight") else np.array([[_W_HAND[k[0]]]])
+           for k in MLGRU_KEYS}
+
+STEP_FIXED = [
+    Case("width 1, lower bound 0.75, h_prev = 4: by hand i = 1, f = 0.75 + 0.25 * sigmoid(0) = "
+         "0.875, h_t = 0.875 * 4 + silu(1) * 0.125 = 3.5914, out_t = -2",
+         {"x_t": np.array([[2.0]]), "p": _P_HAND,
+          "h_prev": np.array([[4.0]]), "lower_bound": np.array([0.75])}),
+    Case("width 1, no lower bound (layer 0), h_prev = 0: by hand f = sigmoid(0) = 0.5, "
+         "h_t = silu(1) * 0.5 = 0.36553, out_t = -2",
+         {"x_t": np.array([[2.0]]), "p": _P_HAND,
+          "h_prev": np.zeros((1, 1)), "lower_bound": None}),
+]
 
 
 def check_mlgru_step(fn, max_examples=MAX_EXAMPLES, verbose=True):
     """Grade fn(x_t, p, h_prev, lower_bound) -> (out_t, h_t): x_t, h_prev (B, D), p the MLGRU
     parameter dict, lower_bound (D,) or None, against mmfree_ref.mlgru.mlgru_step."""
-    return run_grader("check_mlgru_step", fn, _compare_step, [], step_cases(), max_examples,
-                      verbose)
+    return run_grader("check_mlgru_step", fn, _compare_step, STEP_FIXED, step_cases(),
+                      max_examples, verbose)
 
 
 # ----------------------------------------------------------------------------- parallel scan
@@ -123,20 +143,19 @@ def _scan_hint(got, c):
     f, cc, h0 = c["f"], c["c"], c["h0"]
 
     def same(a):
-        return isinstance(got, np.ndarray) and a.shape == got.shape and np.allclose(
-            got, a, rtol=1e-9, atol=1e-12)
+        return a.shape == got.shape and np.allclose(got, a, rtol=1e-9, atol=1e-12)
     if h0 is not None and same(mlgru_scan(f, cc)):
-        return ". You ignored h0: the first step is h_1 = f_1 * h0 + c_1"
+        return "You ignored h0: the first step is h_1 = f_1 * h0 + c_1"
     if h0 is not None:
         c2 = cc.copy()
         c2[:, 0] += h0
         if same(mlgru_scan(f, c2)):
-            return ". h0 enters through the first gate: h_1 = f_1 * h0 + c_1, not h0 + c_1"
-    if isinstance(got, np.ndarray) and not np.all(np.isfinite(got)):
-        return (". A closed form h_t = P_t * sum_s c_s / P_s with P_t = prod f fails here: the "
+            return "h0 enters through the first gate: h_1 = f_1 * h0 + c_1, not h0 + c_1"
+    if not np.all(np.isfinite(got)):
+        return ("A closed form h_t = P_t * sum_s c_s / P_s with P_t = prod f fails here: the "
                 "product of many small gates underflows to 0 and c_s / P_s becomes inf. Combine "
                 "neighbours with (a1, b1) then (a2, b2) = (a1 a2, a2 b1 + b2) instead")
-    return (". Each of the ceil(log2 T) rounds combines element t with element t - offset, from "
+    return ("Each of the ceil(log2 T) rounds combines element t with element t - offset, from "
             "the values of the previous round (compute the new b before you overwrite a)")
 
 
@@ -158,8 +177,7 @@ def _compare_scan(fn, case):
     c = case.copied()
     want = mlgru_scan(c["f"], c["c"], c["h0"])
     got = fn(**case.copied())
-    problem = compare_close("h", got, want, rtol=1e-10)
-    return None if problem is None else problem + _scan_hint(got, case.copied())
+    return compare_close("h", got, want, 1e-10, lambda g: _scan_hint(g, case.copied()))
 
 
 def check_mlgru_scan_parallel(fn, max_examples=MAX_EXAMPLES, verbose=True):

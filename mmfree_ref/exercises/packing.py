@@ -21,13 +21,13 @@ def pack_cases(draw):
     return Case(f"{kind}, d_in = {d_in}", {"t": t})
 
 
-def _byte_of(weights, order="lsb", codes=(0b00, 0b01, 0b10)):
-    """The byte holding up to 4 weights, with a given bit order and code table (for hints)."""
+def _byte_of(weights, first_high=False, codes=(0b00, 0b01, 0b10)):
+    """The byte holding up to 4 weights, the first in the lowest two bits (or the highest), with
+    a code table for (0, +1, -1) (for hints)."""
     table = {0: codes[0], 1: codes[1], -1: codes[2]}
     byte = 0
     for j, w in enumerate(weights):
-        shift = 2 * j if order == "lsb" else 6 - 2 * j
-        byte |= table[int(w)] << shift
+        byte |= table[int(w)] << (6 - 2 * j if first_high else 2 * j)
     return byte
 
 
@@ -46,7 +46,18 @@ def _compare_pack(fn, case):
         row, byte = t[idx[:-1]], idx[-1]
         weights = row[4 * byte: 4 * byte + 4]
         hint = f"that byte holds the weights {weights.tolist()} (positions {4 * byte}..)"
-        if got_[idx] == _byte_of(weights, "msb"):
+        pads = -d_in % 4
+        # a byte of one weight and three pads reads the same packed with its first weight in
+        # the highest bits and packed after three pads: the row tells the two apart, or not
+        pads_first = pads > 0 and np.array_equal(
+            got_[idx[:-1]], pack_ternary(np.concatenate([np.zeros(pads, t.dtype), row])))
+        msb = got_[idx] == _byte_of(weights, first_high=True)
+        if pads_first:
+            also = " (or with the first weight in the highest bits)" if msb else ""
+            hint += (f"; your row is what packing gives with its {pads} zero pad(s) in front "
+                     f"of the weights{also}. The pads go after the last weight, in the highest "
+                     "bits of the last byte, and weight j goes to bits 2*(j % 4) and 2*(j % 4) + 1")
+        elif msb:
             hint += ("; you put the first weight in the highest bits. Weight j goes to bits "
                      "2*(j % 4) and 2*(j % 4) + 1: the first weight in the LOWEST two bits")
         elif got_[idx] == _byte_of(weights, codes=(0b00, 0b10, 0b01)):
@@ -61,7 +72,7 @@ PACK_FIXED = [
     Case("one byte: weights [+1, -1, 0, +1] -> 0b01_00_10_01",
          {"t": np.array([1, -1, 0, 1], np.int8)}),
     Case("5 weights: the second byte holds one weight and three zero pads",
-         {"t": np.array([[0, 0, 0, 0, -1]], np.int8)}),
+         {"t": np.array([[0, -1, 1, 0, -1]], np.int8)}),
     Case("two rows of 3 weights (pack along the last axis, each row on its own)",
          {"t": np.array([[1, 1, 1], [-1, 0, -1]], np.int8)}),
 ]

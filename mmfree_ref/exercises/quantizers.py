@@ -6,7 +6,8 @@ check_absmax_int8(fn):     fn(x) -> (q, scale), per-token absmax to int8, half a
 import numpy as np
 from hypothesis import strategies as st
 
-from mmfree_ref.exercises._grading import MAX_EXAMPLES, Case, as_pair, compare_exact, run_grader
+from mmfree_ref.exercises._grading import (MAX_EXAMPLES, Case, as_pair, compare_exact, run_grader,
+                                           zero_some_rows)
 from mmfree_ref.quantize import ACT_FLOOR, WEIGHT_FLOOR, absmax_int8, absmean_ternary
 
 
@@ -18,16 +19,16 @@ def _halfway(v):
 # ----------------------------------------------------------------------------- absmean ternary
 
 def _tie_weights(rng, shape):
-    """A weight tensor with mean |w| exactly 2^k and entries at .5 steps of it: w * scale hits
-    0.5 and 1.5, the ties of round-half-to-even. Built from pairs of magnitudes whose mean is 1:
-    (0.5, 1.5), (0, 2), (1, 1); the first pair is always (0.5, 1.5)."""
+    """A weight tensor with mean |w| exactly 2^k (k from -3 to 3) and entries at .5 steps of it:
+    w * scale hits 0.5 and 1.5, the ties of round-half-to-even. Built from pairs of magnitudes
+    whose mean is 1, each drawn from (0.5, 1.5), (0, 2), (1, 1) but the first always (0.5, 1.5),
+    and one entry of 1 when the size is odd; permuted, with random signs."""
     n = int(np.prod(shape))
-    pairs = [(0.5, 1.5), (0.0, 2.0), (1.0, 1.0)]
-    mags = list(pairs[0]) if n >= 2 else [1.0]
-    while len(mags) + 2 <= n:
-        mags += pairs[rng.integers(3)]
-    mags += [1.0] * (n - len(mags))                       # odd n: one more entry of size 1
-    w = rng.permutation(np.array(mags)) * rng.choice([-1.0, 1.0], n)
+    pairs = np.array([(0.5, 1.5), (0.0, 2.0), (1.0, 1.0)])
+    which = rng.integers(3, size=n // 2)
+    which[:1] = 0
+    mags = np.concatenate([pairs[which].ravel(), np.ones(n % 2)])
+    w = rng.permutation(mags) * rng.choice([-1.0, 1.0], n)
     return (w * 2.0 ** rng.integers(-3, 4)).reshape(shape)
 
 
@@ -77,7 +78,7 @@ def _compare_absmean(fn, case):
     s = np.asarray(s)
     if s.size != 1:
         return f"scale should be one number for the whole tensor, yours has shape {s.shape}"
-    s, want = float(s.reshape(())), float(s_want)
+    s, want = float(s.item()), float(s_want)
     if not abs(s - want) <= 1e-12 * abs(want):
         return (f"scale is wrong: you gave {s!r}, the oracle gives {want!r}. "
                 + _absmean_scale_hint(w, s, want))
@@ -115,8 +116,10 @@ def check_absmean_ternary(fn, max_examples=MAX_EXAMPLES, verbose=True):
 # ----------------------------------------------------------------------------- absmax int8
 
 def _tie_rows(rng, shape):
-    """Rows whose max |x| is 127 * 2^k and whose other entries are multiples of 2^k / 2: then
-    scale = 2^-k exactly and x * scale lands on .5 steps (ties), positive and negative."""
+    """Rows whose max |x| is 127 * 2^k (k from -3 to 3, drawn per row; the top entry, of either
+    sign, at a random place) and whose other entries are multiples of 2^k / 2 strictly inside
+    +-127 * 2^k: then scale = 2^-k exactly and x * scale lands on .5 steps (ties), positive and
+    negative."""
     x = rng.integers(-253, 254, shape) / 2.0                             # -126.5 .. 126.5
     rows = x.reshape(-1, shape[-1])
     top = rng.integers(shape[-1], size=rows.shape[0])
@@ -125,9 +128,7 @@ def _tie_rows(rng, shape):
 
 
 def _zero_rows(rng, shape):
-    x = rng.standard_normal(shape)
-    x[rng.random(shape[:-1]) < 0.5] = 0.0
-    return x
+    return zero_some_rows(rng, rng.standard_normal(shape))
 
 
 _X_KINDS = {

@@ -14,7 +14,12 @@ import numpy as np
 import pytest
 
 import mmfree_ref.exercises as ex
+from mmfree_ref.bitlinear import bitlinear_backward, bitlinear_forward
+from mmfree_ref.exercises.bitlinear import BACKWARD_FIXED
 from mmfree_ref.exercises.make_student import BEGIN, STUB, main, pairs, student_version
+from mmfree_ref.exercises.mlgru import SCAN_FIXED, STEP_FIXED
+from mmfree_ref.mlgru import mlgru_step
+from mmfree_ref.scan import mlgru_scan
 
 EXERCISES = Path(__file__).parents[3] / "notebooks" / "exercises"
 
@@ -104,7 +109,8 @@ MUTANTS = [
       ("return plus - minus", "return (plus - minus).astype(np.int32)")], "wrapped around"),
     ("03_ternary_accumulate", "transposed weights", [("t == ", "t.T == ", 2)], ""),
     ("03_ternary_accumulate", "float result",
-     [("return plus - minus", "return (plus - minus).astype(np.float64)")], "int32"),
+     [("return plus - minus", "return (plus - minus).astype(np.float64)")],
+     "should have dtype int32"),
     ("04_bitlinear_backward", "gradient through the float weight",
      [("dn = dy @ w_hat", "dn = dy @ weight")], "float weight"),
     ("04_bitlinear_backward", "dweight from the unquantized input",
@@ -118,6 +124,9 @@ MUTANTS = [
     ("04_bitlinear_backward", "leading axes not flattened",
      [("dy.reshape(-1, d_out).T @ x_hat.reshape(-1, d_in)", "np.swapaxes(dy, -1, -2) @ x_hat")],
      "dweight"),
+    ("04_bitlinear_backward", "dnorm_weight in float32",
+     [("return dx, dweight, dnorm_weight", "return dx, dweight, dnorm_weight.astype(np.float32)")],
+     "dnorm_weight should have dtype float64"),
     ("05_mlgru_step", "the paper figure's order: norm(h) * silu(g)",
      [('rmsnorm(g, p["g_norm.weight"], G_NORM_EPS) * silu(h_t)',
        'rmsnorm(h_t, p["g_norm.weight"], G_NORM_EPS) * silu(g)')], "reverse"),
@@ -127,6 +136,9 @@ MUTANTS = [
     ("05_mlgru_step", "lower bound ignored", [("if lower_bound is not None:", "if False:")],
      "ignored the lower bound"),
     ("05_mlgru_step", "h not swished", [("* silu(h_t)", "* h_t")], "silu(h)"),
+    ("05_mlgru_step", "state in float32",
+     [('return proj(y, "o_proj"), h_t', 'return proj(y, "o_proj"), h_t.astype(np.float32)')],
+     "h_t should have dtype float64"),
     ("06_parallel_scan", "h0 ignored", [("b[:, 0] = b[:, 0] + a[:, 0] * h0", "pass")],
      "ignored h0"),
     ("06_parallel_scan", "h0 added without the first gate",
@@ -142,6 +154,9 @@ MUTANTS = [
          "a, b = f.copy(), c.copy()",
          "c = c.copy()\n    if h0 is not None:\n        c[:, 0] += f[:, 0] * h0\n"
          "    P = np.cumprod(f, axis=1)\n    return P * np.cumsum(c / P, axis=1)"))], "underflows"),
+    ("06_parallel_scan", "computed in float32",
+     [(SCAN_BODY_START, "    a, b = f.astype(np.float32), c.astype(np.float32)\n")],
+     "h should have dtype float64"),
     ("07_pack_ternary", "first weight in the highest bits",
      [("codes[..., 0] | codes[..., 1] << 2 | codes[..., 2] << 4\n            | codes[..., 3] << 6",
        "codes[..., 3] | codes[..., 2] << 2 | codes[..., 1] << 4\n"
@@ -166,6 +181,43 @@ def test_every_grader_has_an_exercise_and_three_mutants():
     assert {check.__name__ for _, _, check in EXERCISE_LIST} == set(ex.__all__)
     for name, _, _ in EXERCISE_LIST:
         assert sum(m[0] == name for m in MUTANTS) >= 3, name
+
+
+def test_every_grader_has_a_wrong_dtype_mutant_rejected_by_its_dtype():
+    # issue 18: right values in the wrong dtype (int8 codes as int64, a float32 state) must be
+    # rejected by a message naming the dtype, not by a rounding difference
+    for name, _, _ in EXERCISE_LIST:
+        assert any(m[0] == name and "dtype" in m[3] for m in MUTANTS), name
+
+
+# The fixed cases of the graders without a closed-form oracle, computed by hand (in their notes):
+# the oracle agrees to the RMSNorm eps (1e-6 over mean(x^2) = 1 here; for the output of step case
+# 2, whose o_proj input is silu(h_t) = 0.215, 1e-6 / 0.215^2 ~ 2e-5).
+HAND = {
+    ("04", 0): {"dx": [[0.75, 0.75]], "dweight": [[0, 0], [1, -1]], "dnorm_weight": [1.5, 0]},
+    ("04", 1): {"dx": [[[1500, 0]], [[0.75, 0.75]]], "dweight": [[0, 0], [1, -1]],
+                "dnorm_weight": [1.5, 0]},
+    ("05", 0): {"out_t": [[-2.0]], "h_t": [[0.875 * 4 + 0.125 / (1 + np.exp(-1))]]},
+    ("05", 1): {"out_t": [[-2.0]], "h_t": [[0.5 / (1 + np.exp(-1))]]},
+    ("06", 0): {"h": [[[0.5 * 4 + 1]]]},
+    ("06", 1): {"h": [[[1.0], [0.25 * 1 + 2]]]},
+    ("06", 2): {"h": [[[1.0], [2.5], [4.25], [6.125], [8.0625]]]},
+}
+
+
+@pytest.mark.parametrize("grader, n", list(HAND), ids=[f"{g}-case{n + 1}" for g, n in HAND])
+def test_fixed_cases_are_what_their_notes_say(grader, n):
+    if grader == "04":
+        c = BACKWARD_FIXED[n].copied()
+        got = dict(zip(("dx", "dweight", "dnorm_weight"), bitlinear_backward(
+            c["dy"], bitlinear_forward(c["x"], c["weight"], c["norm_weight"])[1])))
+    elif grader == "05":
+        got = dict(zip(("out_t", "h_t"), mlgru_step(**STEP_FIXED[n].copied())))
+    else:
+        got = {"h": mlgru_scan(**SCAN_FIXED[n].copied())}
+    for key, want in HAND[grader, n].items():
+        np.testing.assert_allclose(got[key], want, rtol=3e-5 if grader == "05" else 2e-6,
+                                   atol=1e-12, err_msg=key)
 
 
 @pytest.mark.parametrize("name", [e[0] for e in EXERCISE_LIST])

@@ -13,9 +13,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.database import InMemoryExampleDatabase
 
-from mmfree_ref.exercises._grading import (MAX_EXAMPLES, STUB, Case, as_pair, attempt,
-                                           check_shape, compare_close, compare_exact, describe,
-                                           run_grader)
+from mmfree_ref.exercises._grading import (MAX_EXAMPLES, NONDETERMINISTIC, STUB, Case, as_pair,
+                                           attempt, check_shape, compare_close, compare_exact,
+                                           describe, run_grader)
 
 # ----------------------------------------------------------------------------- Case.copied
 
@@ -77,6 +77,14 @@ def test_describe_a_small_float_array_with_every_digit():
         "    [[ 0.30000000000000004, -2.                 ]]")
     assert describe("w", np.array([1 / 3], np.float32)) == (
         "  w: shape (1,), dtype float32\n    [0.33333334]")
+
+
+@pytest.mark.parametrize("v", [0.0012345678901234567, 1 / 3 * 1e-4, 0.09999999999999999,
+                               -0.012345678901234568, 1e-300, 123456.78901234567])
+def test_describe_shows_a_value_that_reads_back_as_itself(v):
+    # with 17 digits after the point, 0.0012345678901234567 printed as 0.00123456789012346
+    body = describe("x", np.array([v, 1.0])).splitlines()[1]
+    assert [float(s) for s in body.strip(" []").split(",")] == [v, 1.0]
 
 
 def test_describe_indents_every_line_of_a_2d_array():
@@ -177,7 +185,12 @@ def test_compare_close_shape_and_dtype_messages():
     assert compare_close("h", np.ones(2), want) == (
         "h should have shape (1, 2), yours has shape (2,)")
     assert compare_close("h", np.array([[1, 2]]), want) == (
-        "h should hold floats, yours has dtype int64")
+        "h should have dtype float64 like the oracle's, yours has dtype int64")
+    # right values, exactly representable in float32: still the dtype, not the values, is wrong
+    assert compare_close("h", want.astype(np.float32), want) == (
+        "h should have dtype float64 like the oracle's, yours has dtype float32")
+    assert compare_close("h", want, want.astype(np.float32)) == (
+        "h should have dtype float32 like the oracle's, yours has dtype float64")
 
 
 @pytest.mark.parametrize("bad, text", [(np.nan, "nan"), (np.inf, "inf"), (-np.inf, "-inf")])
@@ -220,6 +233,32 @@ def test_compare_close_on_an_all_zero_answer_allows_only_zero():
     assert compare_close("h", np.array([0.0, 1e-300]), zero) == (
         "h differs from the oracle: the largest difference is at index [1], you gave 1e-300, "
         "the oracle gives 0.0 (allowed difference 2.23e-317, i.e. 1e-09 of the largest entry)")
+
+
+def test_compare_close_adds_the_hint_to_a_wrong_shape_or_wrong_values_only():
+    want = np.array([[1.0, 2.0]])
+    seen = []
+
+    def explain(got):
+        seen.append(got)
+        return "hint"
+    wide, off = np.ones((1, 3)), want + 1.0
+    assert compare_close("h", wide, want, explain=explain) == (
+        "h should have shape (1, 2), yours has shape (1, 3). hint")
+    assert compare_close("h", off, want, explain=explain).endswith(" of the largest entry). hint")
+    assert compare_close("h", want + np.inf, want, explain=explain) == (
+        "h holds inf at index [0, 0] (the oracle gives 1.0). hint")
+    assert seen[0] is wide and seen[1] is off and len(seen) == 3
+    # the values of a float32 or a list answer may be right: no hint about a wrong formula
+    assert compare_close("h", want.astype(np.float32), want, explain=explain) == (
+        "h should have dtype float64 like the oracle's, yours has dtype float32")
+    assert compare_close("h", [[1.0, 2.0]], want, explain=explain) == (
+        "h should be a NumPy array, you returned a list")
+    assert compare_close("h", want.copy(), want, explain=explain) is None
+    assert len(seen) == 3
+    for silent in (None, ""):
+        assert compare_close("h", wide, want, explain=lambda g, h=silent: h) == (
+            "h should have shape (1, 2), yours has shape (1, 3)")
 
 
 def test_compare_close_of_empty_arrays():
@@ -296,6 +335,34 @@ def test_run_grader_shrinks_a_generated_failure(capsys):
         "The inputs were:\n"
         "  n = 10\n"
         "What went wrong: 10 is too big\n")
+
+
+def test_run_grader_reports_a_nondeterministic_function_in_words(capsys):
+    # wrong on every other call: hypothesis's search sees a failure, the run for the report
+    # does not; the student must read that, not a TypeError from the grader
+    calls = []
+
+    def flaky(n):
+        calls.append(n)
+        return n + len(calls) % 2
+
+    def compare(fn, case):
+        return None if fn(case.inputs["n"]) == case.inputs["n"] else "wrong"
+    assert run_grader("check_x", flaky, compare, [], _cases(), 7) is False
+    out = capsys.readouterr().out
+    head, inputs, _, went_wrong = out.split("\n", 3)
+    assert head.startswith("check_x: FAILED on a generated case (shrunk to the smallest failing "
+                           "one found): n = ")
+    assert inputs == "The inputs were:"
+    assert went_wrong == f"What went wrong: {NONDETERMINISTIC}\n"
+    assert NONDETERMINISTIC == (
+        "your function gave a wrong answer on this case once, and the right one when the grader "
+        "ran it again on the same inputs: its result changes from one call to the next. Look for "
+        "random numbers drawn without a fixed seed, or for something kept between calls (a "
+        "global variable, a list or array used as a default argument and changed); a grader can "
+        "only judge a function that always gives the same answer to the same inputs.")
+    assert run_grader("check_x", flaky, compare, [], _cases(), 7, verbose=False) is False
+    assert capsys.readouterr().out == ""
 
 
 def test_run_grader_says_not_yet_to_a_stub(capsys):
