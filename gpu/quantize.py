@@ -24,6 +24,8 @@ Rows are padded with q = 0 to a multiple of 64 elements (act_words(D) words).
 Block reductions (block_sum, block_max, and block_stats for the decode stages): warp
 shuffles on the GPU, then every thread folds the warps' partials in order (the same bits in
 every block); under the simulator, which has no shuffles, the threads' values in order.
+post_stats and fold_stat do block_stats's reductions for several tokens at once (one barrier
+for all of them; then each thread folds only the entries it needs), with the same bits.
 Versions: absmax_int8 (quantize only), rmsnorm_absmax_int8 (fused, one pass over the row per
 reduction, no intermediate in global memory).
 """
@@ -124,6 +126,43 @@ def block_stats(red, s1, s2, m):
         m[k] = _fold(red, 2 + k, True)
     cuda.syncthreads()
     return s1, s2
+
+
+N_STATS = 6      # the decode stages' statistics per token: sum s1, sum s2, the maxima of 4 sets
+
+
+@cuda.jit(device=True)
+def post_stats(red, st, n_tok):
+    """Post the statistics st (>= n_tok, N_STATS) of n_tok tokens (per token: two sums, then
+    four maxima, block_stats's six) for a block reduction: row b N_STATS + k of red (shared,
+    (>= n_tok N_STATS, N_PARTIALS)) gets st[b, k]'s warp reductions (the values themselves
+    under the simulator), each the same shuffle tree as block_stats's; then one barrier.
+    st is overwritten (on the GPU with its warp totals).
+    fold_stat(red, i) is entry i's total after it, in any thread; red must not be posted to
+    again before a later barrier."""
+    if not SIMULATOR:
+        # level by level over all values (each value's own tree, as _post's): short loops
+        # that unroll, so that st can stay in registers
+        for off in (16, 8, 4, 2, 1):
+            for b in range(n_tok):
+                for k in range(N_STATS):
+                    o = cuda.shfl_xor_sync(0xFFFFFFFF, st[b, k], off)
+                    st[b, k] = max(st[b, k], o) if k >= 2 else st[b, k] + o
+    for b in range(n_tok):
+        for k in range(N_STATS):
+            if SIMULATOR:
+                red[b * N_STATS + k, cuda.threadIdx.x] = st[b, k]
+            elif cuda.threadIdx.x % 32 == 0:
+                red[b * N_STATS + k, cuda.threadIdx.x // 32] = st[b, k]
+    cuda.syncthreads()
+
+
+@cuda.jit(device=True)
+def fold_stat(red, i):
+    """Entry i = b N_STATS + k of post_stats: the sum (k < 2) or max (k >= 2) of token b's
+    statistic k over the block, folded in block_stats's order (so the same bits, in every
+    block)."""
+    return _fold(red, i, i % N_STATS >= 2)
 
 
 def _make_round_clip_int8(dtype):

@@ -9,10 +9,13 @@ at once, at most BLOCKS_PER_SM per SM, no more than the weights have row groups)
   2. finds its input's statistics in `part`, n_part rows of per-block partial sums and maxima
      that the previous kernel's epilogue (step 6) or the embedding kernel wrote;
   3. folds all rows in the same order in every block (so all blocks get the same bits) into
-     rstd and the int8 scale of each activation set;
-  4. phase B: for its share of the activation words (word w of token b goes to thread w mod
-     grid-size, four elements each) turns the elements into int8 (round half away from zero,
-     gpu/quantize.py layout) and writes the words to `actg` (global);
+     rstd and the int8 scale of each activation set, all tokens at once: one pass over the
+     rows, one block reduction (gpu/quantize.py post_stats: one barrier), token b's scales
+     in thread b;
+  4. phase B: for its share of the activation words of all tokens (word w of token b, pair
+     i = b n_words + w, goes to thread i mod grid-size, four elements each) turns the
+     elements into int8 (round half away from zero, gpu/quantize.py layout) and writes the
+     words to `actg` (global);
   5. grid barrier (gpu/decode/gridsync.py); the packed GEMV (gpu/gemv.py's make_chunk_dot:
      byte-permute decode + dp4a) over row groups blockIdx, blockIdx + gridDim, ..., reading
      actg and taking the weights from the ring, which each step refills RING - 1 steps ahead,
@@ -31,11 +34,19 @@ at once, at most BLOCKS_PER_SM per SM, no more than the weights have row groups)
      The epilogue's operands (norm weights, the residual) are loaded before the row's stream.
      Every block has folded this kernel's partials (step 3) before any passes the barrier of
      step 5, so overwriting them here is safe.
+     The lane sums of all tokens come first, then the tokens' epilogues.
+  7. the block's partials of all tokens: one block reduction (post_stats), then one entry of
+     part[block] per thread.
+The reductions of 3 and 7 give every token the float32 operations, in the order, of one
+reduction per token (block_stats); the lane sums are int32 (exact in any order):
+per_token=True, the kernel before issue 21, has the same bits. The default runs it for 1 token
+(StageOptions.per_token), the batched kernel for more.
 Variants (StageOptions, a builder parameter; gpu/bench/probe_stages.py times them, and only the
 defaults compute the step): phase=False skips steps 2-4, gemv=False the row groups of 5-6,
 barrier the grid barrier of step 5 (gpu/decode/gridsync.py's BARRIERS), blocks_per_sm and grid
 the grid, ring and ring_start the weight ring's slots and its start (after the barrier:
-"late"), lanes_per_row the lanes that share a row.
+"late"), lanes_per_row the lanes that share a row, per_token the token-by-token fold, phase B,
+lane sums and step 7.
 Phase modes (the oracle's code they reproduce, mmfree_ref/model.py, mlgru.py, glu.py):
   NORM2   v = rmsnorm(x, pre_w, pre_eps)                 attn_norm / mlp_norm / model.norm
   MLGRU   v = rmsnorm(g, g_norm, 1e-6) * silu(h), from x = t and sum g^2 (fold_partials)
@@ -64,14 +75,14 @@ from gpu.activations import sigmoid32, silu32
 from gpu.common import SIMULATOR, TPB
 from gpu.gemv import ADD, MAX_TOKENS, STORE, lane_sum, lanes_per_row, make_chunk_dot
 from gpu.decode.gridsync import BARRIERS, grid_epoch, resident_blocks
-from gpu.quantize import ROUND_CLIP_INT8, _element_of, _word_position, act_words, block_stats
+from gpu.quantize import (N_PARTIALS, N_STATS, ROUND_CLIP_INT8, _element_of, _word_position,
+                          act_words, block_stats, fold_stat, post_stats)
 from gpu.decode.ring import RING, make_ring, ring_words
 
 NORM2, MLGRU, GLU = 0, 1, 2                  # phase modes
 NEXT_NONE, NEXT_NORM2, NEXT_GLU, NEXT_MLGRU = 0, 1, 2, 3   # what an epilogue forms next
 SH_ACC = (MAX_TOKENS, TPB) if SIMULATOR else (1, 1)
 BLOCKS_PER_SM = 2                # persistent grid (see max_blocks)
-N_STATS = 6                      # per block and token: sum s1, sum s2, max of 4 sets
 N_NW = 5                         # norm weights of one element: pre_w, post_w of 4 sets
 F32 = np.float32
 EPS_BL, FLOOR, C127 = F32(BITLINEAR_EPS), F32(ACT_FLOOR), F32(127)
@@ -130,6 +141,10 @@ class StageOptions(NamedTuple):
     grid: str = "max"            # max: every resident block, no more than row groups; even:
                                  # the fewest that give no block more row groups than max
     lanes_per_row: int | None = None   # None: gpu/gemv.py lanes_per_row (1 in the simulator)
+    per_token: bool | None = None   # True: the fold, phase B, the lane sums and step 7 token
+                                 # by token (the kernel before issue 21; the same bits); False:
+                                 # batched; None: per token for 1 token only (measured faster
+                                 # there, H200 2026-12-02: 0.755 against 0.852 ms per 370M step)
 
 
 def check_options(opts):
@@ -142,6 +157,8 @@ def check_options(opts):
         raise ValueError(f"grid must be 'max' or 'even', got {opts.grid!r}")
     if not 2 <= opts.ring <= 5:
         raise ValueError(f"ring must have 2..5 slots (48 KB of shared memory), got {opts.ring}")
+    if opts.per_token not in (None, True, False):
+        raise ValueError(f"per_token must be None, True or False, got {opts.per_token!r}")
     if opts.blocks_per_sm < 1:
         raise ValueError(f"blocks_per_sm must be >= 1, got {opts.blocks_per_sm}")
     if opts.lanes_per_row not in (None, 1, 2, 4, 8, 16, 32):
@@ -152,7 +169,9 @@ def check_options(opts):
 def jit_options(opts):
     """cuda.jit options of a stage kernel: at most 65536 / (TPB blocks_per_sm) registers (128
     at the defaults), so that blocks_per_sm blocks fit per SM (ptxas -v: 8 tokens would take
-    140 and halve the grid; capped, they spill ~100 bytes)."""
+    140 and halve the grid; capped, they spill 36-208 bytes at the 370M shapes, and 4 tokens
+    reach the cap; the next stage's statistics es, 6 n_tok floats, live in registers through
+    the row groups: post_stats's loops unroll, its indices are constants)."""
     return {} if SIMULATOR else {"launch_bounds": (TPB, opts.blocks_per_sm)}
 
 
@@ -162,6 +181,24 @@ def add_partial(v, s1, s2, m):
     for k in range(4):
         m[k] = max(m[k], v[2 + k])
     return s1 + v[0], s2 + v[1]
+
+
+@cuda.jit(device=True)
+def add_stats(v, acc):
+    """add_partial's float32 operations on acc (N_STATS,): acc[0] += v[0], acc[1] += v[1],
+    acc[2 + k] max= v[2 + k]."""
+    acc[0] = acc[0] + v[0]
+    acc[1] = acc[1] + v[1]
+    for k in range(4):
+        acc[2 + k] = max(acc[2 + k], v[2 + k])
+
+
+@cuda.jit(device=True)
+def write_folded(red, part, blk, n_tok):
+    """After post_stats(red, st, n_tok): part[blk, b, k] = fold_stat(red, b N_STATS + k), one
+    entry per thread (part[blk] is contiguous: the stores coalesce)."""
+    for i in range(cuda.threadIdx.x, n_tok * N_STATS, TPB):
+        part[blk, i // N_STATS, i % N_STATS] = fold_stat(red, i)
 
 
 @cuda.jit(device=True)
@@ -266,6 +303,8 @@ def make_stage(shape, lpr, opts=StageOptions()):
     # switches were not there (phase_tokens = n_tok, and branches on constants are removed)
     phase_tokens = n_tok if opts.phase else 0  # tokens whose fold and phase B run
     gemv = opts.gemv
+    per_token = n_tok == 1 if opts.per_token is None else opts.per_token
+    red_rows = n_tok * N_STATS      # a constant here: a shared array's shape must be one
     ring_early, ring_late = opts.ring_start == "early", opts.ring_start == "late"
     # rows per element of the pass epilogue's output, and whether the next stage's input
     # has a pre-norm there (the MLGRU's g_norm is applied in mlgru_triples)
@@ -289,14 +328,26 @@ def make_stage(shape, lpr, opts=StageOptions()):
                     tp[k, i] = t * post_w[k, j]
 
     @cuda.jit(device=True)
-    def fold_partials(part, n_part, b, pre_eps, red, m, rstd, sx):
-        """Every block: the totals of the n_part rows of partials of token b, folded in the
-        same order in every block -> rstd[b] = rstd1 rstd2, sx[k, b] = 127 / max|n_k|
-        (shared). Two rows of part per thread are loaded together (one L2 round trip for
-        <= 2 TPB rows). In an MLGRU stage, s1 sums g^2 and t = (g w) silu(h) (mlgru_element):
+    def token_scales(b, s1, s2, m, pre_eps, rstd, sx):
+        """Token b's totals -> rstd[:, b] = rstd1, rstd2 and sx[k, b] = 127 / max|n_k|
+        (shared). In an MLGRU stage, s1 sums g^2 and t = (g w) silu(h) (mlgru_element):
         mean(v^2) = rstd1^2 mean(t^2) for the oracle's v = rmsnorm(g) silu(h), and max|v p| =
         rstd1 rstd2 max|t p|, each equal to the oracle up to float32 rounding (which can move
         a q by 1 only at a .5 tie, within the bound of tests/gpu/decode/test_decoder.py)."""
+        rstd1 = ONE
+        if mode != GLU:
+            rstd1 = F32(ONE / math.sqrt(s1 / F32(d_in) + pre_eps))
+        rstd2 = F32(ONE / math.sqrt(F32(rstd1 * rstd1 * (s2 / F32(d_in))) + EPS_BL))
+        rstd[0, b] = rstd1
+        rstd[1, b] = rstd2
+        for k in range(n_sets):
+            sx[k, b] = F32(C127 / max((rstd1 * rstd2) * m[k], FLOOR))
+
+    @cuda.jit(device=True)
+    def fold_partials(part, n_part, b, pre_eps, red, m, rstd, sx):
+        """(per_token) Every block: the totals of the n_part rows of partials of token b,
+        folded in the same order in every block -> token_scales (thread 0). Two rows of part
+        per thread are loaded together (one L2 round trip for <= 2 TPB rows)."""
         s1 = ZERO_F
         s2 = ZERO_F
         for k in range(4):
@@ -311,20 +362,44 @@ def make_stage(shape, lpr, opts=StageOptions()):
                 s1, s2 = add_partial(vb, s1, s2, m)
         s1, s2 = block_stats(red, s1, s2, m)
         if cuda.threadIdx.x == 0:
-            rstd1 = ONE
-            if mode != GLU:
-                rstd1 = F32(ONE / math.sqrt(s1 / F32(d_in) + pre_eps))
-            rstd2 = F32(ONE / math.sqrt(F32(rstd1 * rstd1 * (s2 / F32(d_in))) + EPS_BL))
-            rstd[0, b] = rstd1
-            rstd[1, b] = rstd2
-            for k in range(n_sets):
-                sx[k, b] = F32(C127 / max((rstd1 * rstd2) * m[k], FLOOR))
+            token_scales(b, s1, s2, m, pre_eps, rstd, sx)
 
     @cuda.jit(device=True)
-    def phase_b(x, b, first, stride, pre_w, post_w, rstd, sx, tp, actg):
-        """This thread's activation words of token b (words first, first + stride, ...),
-        every set, quantized: q = round((t p rstd1) rstd2 scale) into `actg`."""
-        for w in range(first, n_words, stride):
+    def fold_all(part, n_part, pre_eps, red, st, m, rstd, sx):
+        """fold_partials for all n_tok tokens at once: one pass over the rows (each thread's
+        rows read for every token: one L2 round trip for all), one block reduction
+        (post_stats, one barrier) and token b's scales in thread b. Per token the float32
+        operations and their order are fold_partials's (the same bits, in every block).
+        st (n_tok, N_STATS): scratch."""
+        for b in range(n_tok):
+            for k in range(N_STATS):
+                st[b, k] = ZERO_F
+        for r0 in range(0, n_part, 2 * TPB):
+            ra, rb = r0 + cuda.threadIdx.x, r0 + TPB + cuda.threadIdx.x
+            ca, cb = min(ra, n_part - 1), min(rb, n_part - 1)
+            for b in range(n_tok):
+                va = part[ca, b]
+                vb = part[cb, b]
+                if ra < n_part:
+                    add_stats(va, st[b])
+                if rb < n_part:
+                    add_stats(vb, st[b])
+        post_stats(red, st, n_tok)
+        b = cuda.threadIdx.x
+        if b < n_tok:
+            for k in range(4):
+                m[k] = fold_stat(red, b * N_STATS + 2 + k)
+            token_scales(b, fold_stat(red, b * N_STATS), fold_stat(red, b * N_STATS + 1), m,
+                         pre_eps, rstd, sx)
+
+    @cuda.jit(device=True)
+    def phase_b(x, b0, n_b, first, stride, pre_w, post_w, rstd, sx, tp, actg):
+        """This thread's activation words of tokens b0 .. b0 + n_b - 1, every set, quantized:
+        q = round((t p rstd1) rstd2 scale) into `actg`; the thread takes the pairs i = first,
+        first + stride, ... of the n_b n_words (token, word) pairs: word i % n_words of token
+        b0 + i // n_words."""
+        for i in range(first, n_b * n_words, stride):
+            b, w = b0 + i // n_words, i % n_words
             word_terms(x, b, w, pre_w, post_w, tp)
             g, e = w // 4, w % 4
             for k in range(n_sets):
@@ -361,7 +436,7 @@ def make_stage(shape, lpr, opts=StageOptions()):
               part, n_part, actg, bar, nxt_pre_w, nxt_post_w, t_out):
         sx = cuda.shared.array((4, MAX_TOKENS), np.float32)     # 127 / max|n| per set, token
         rstd = cuda.shared.array((2, MAX_TOKENS), np.float32)   # rstd1, rstd2 per token
-        red = cuda.shared.array((N_STATS, TPB), np.float32)
+        red = cuda.shared.array((red_rows, N_PARTIALS), np.float32)
         sh_acc = cuda.shared.array(SH_ACC, np.int32)            # lane sums (simulator only)
         sh_y = cuda.shared.array(SH_ACC, np.float32)            # row pairs (simulator only)
         ring = cuda.shared.array(ring_n_words, np.int32)        # weight chunks in flight
@@ -380,12 +455,19 @@ def make_stage(shape, lpr, opts=StageOptions()):
             at, row_i, k_i = ring_start(ring, w32)     # at: the next chunk's ring slot
         base = grid_epoch(bar)
         # 2.-4. norms and quantization, each activation word once in the grid
-        for b in range(phase_tokens):
-            fold_partials(part, n_part, b, pre_eps, red, m, rstd, sx)
+        if per_token:
+            for b in range(phase_tokens):
+                fold_partials(part, n_part, b, pre_eps, red, m, rstd, sx)
+        elif phase_tokens > 0:
+            fold_all(part, n_part, pre_eps, red, es, m, rstd, sx)
         cuda.syncthreads()
-        for b in range(phase_tokens):
-            phase_b(x, b, blk * TPB + tid, cuda.gridDim.x * TPB, pre_w, post_w, rstd, sx, tp,
-                    actg)
+        if per_token:
+            for b in range(phase_tokens):
+                phase_b(x, b, 1, blk * TPB + tid, cuda.gridDim.x * TPB, pre_w, post_w, rstd,
+                        sx, tp, actg)
+        else:
+            phase_b(x, 0, phase_tokens, blk * TPB + tid, cuda.gridDim.x * TPB, pre_w, post_w,
+                    rstd, sx, tp, actg)
         grid_barrier(bar, base, 1)
         if ring_late:
             at, row_i, k_i = ring_start(ring, w32)
@@ -424,8 +506,13 @@ def make_stage(shape, lpr, opts=StageOptions()):
                               k + lpr, n128, acc)
                 k += 2 * lpr
             rg += cuda.gridDim.x
+            if not per_token:
+                # all tokens' lane sums before any epilogue: n_tok independent shuffle chains
+                # that can overlap, not one chain per token between the owner's stores
+                for b in range(n_tok):
+                    acc[b] = lane_sum(acc[b], sh_acc, b, lpr)
             for b in range(n_tok):
-                total = lane_sum(acc[b], sh_acc, b, lpr)
+                total = lane_sum(acc[b], sh_acc, b, lpr) if per_token else acc[b]
                 y = F32(total) / (sx[p, b] * sw[p])
                 if nxt == NEXT_GLU:
                     u = pair_next(y, sh_y, b, lpr)     # u_j from row 2j + 1 (all lanes)
@@ -444,50 +531,83 @@ def make_stage(shape, lpr, opts=StageOptions()):
             mlgru_triples(out, n_rgroups, state, lb, has_lb, nxt_pre_w, nxt_post_w, t_out, nw,
                           es)
         # 7. the next stage's partial statistics (all this kernel's blocks have folded theirs)
-        if nxt != NEXT_NONE:
+        if nxt != NEXT_NONE and per_token:
             for b in range(n_tok):
                 for k in range(4):
                     m[k] = es[b, 2 + k]
                 s1, s2 = block_stats(red, es[b, 0], es[b, 1], m)
                 write_partials(part, blk, b, s1, s2, m)
+        elif nxt != NEXT_NONE:
+            post_stats(red, es, n_tok)
+            write_folded(red, part, blk, n_tok)
 
     return stage
 
 
-@cuda.jit
-def embed_kernel(ids, emb, res, pre_w, post_w, part):
-    """res[b, :] = emb[ids[b], :], grid-stride over the elements, and each block's partial
-    statistics of the first stage (NORM2 with pre_w = attn_norm of layer 0, post_w: its
-    BitLinear norms) in part[block, b], as a stage epilogue would leave them."""
-    red = cuda.shared.array((N_STATS, TPB), np.float32)
-    acc = cuda.local.array(N_STATS, np.float32)
-    m = cuda.local.array(4, np.float32)
-    nw = cuda.local.array(N_NW, np.float32)
-    d = res.shape[1]
-    for b in range(res.shape[0]):
-        for k in range(N_STATS):
-            acc[k] = ZERO_F
-        for j in range(cuda.blockIdx.x * TPB + cuda.threadIdx.x, d, cuda.gridDim.x * TPB):
-            v = emb[ids[b], j]
-            res[b, j] = v
-            load_norms(j, True, pre_w, post_w, post_w.shape[0], nw)
-            element_stats(v, True, nw, post_w.shape[0], acc)
-        for k in range(4):
-            m[k] = acc[2 + k]
-        s1, s2 = block_stats(red, acc[0], acc[1], m)
-        write_partials(part, cuda.blockIdx.x, b, s1, s2, m)
+def make_embed(n_tok, per_token=False):
+    """The embedding kernel for n_tok tokens: res[b, :] = emb[ids[b], :], grid-stride over the
+    elements, and each block's partial statistics of the first stage (NORM2 with pre_w =
+    attn_norm of layer 0, post_w: its BitLinear norms) in part[block, b], as a stage epilogue
+    would leave them; one block reduction for all tokens (post_stats), or one per token
+    (per_token: the kernel before issue 21). The same bits either way: per token the same
+    float32 operations in the same order."""
+
+    red_rows = n_tok * N_STATS      # a constant here: a shared array's shape must be one
+
+    @cuda.jit
+    def embed_kernel(ids, emb, res, pre_w, post_w, part):
+        red = cuda.shared.array((red_rows, N_PARTIALS), np.float32)
+        acc = cuda.local.array((n_tok, N_STATS), np.float32)
+        m = cuda.local.array(4, np.float32)
+        nw = cuda.local.array(N_NW, np.float32)
+        d, n_sets, blk = res.shape[1], post_w.shape[0], cuda.blockIdx.x
+        first, stride = blk * TPB + cuda.threadIdx.x, cuda.gridDim.x * TPB
+        for b in range(n_tok):
+            for k in range(N_STATS):
+                acc[b, k] = ZERO_F
+        if per_token:
+            for b in range(n_tok):
+                for j in range(first, d, stride):
+                    v = emb[ids[b], j]
+                    res[b, j] = v
+                    load_norms(j, True, pre_w, post_w, n_sets, nw)
+                    element_stats(v, True, nw, n_sets, acc[b])
+                for k in range(4):
+                    m[k] = acc[b, 2 + k]
+                s1, s2 = block_stats(red, acc[b, 0], acc[b, 1], m)
+                write_partials(part, blk, b, s1, s2, m)
+        else:
+            for j in range(first, d, stride):
+                load_norms(j, True, pre_w, post_w, n_sets, nw)
+                for b in range(n_tok):
+                    v = emb[ids[b], j]
+                    res[b, j] = v
+                    element_stats(v, True, nw, n_sets, acc[b])
+            post_stats(red, acc, n_tok)
+            write_folded(red, part, blk, n_tok)
+
+    return embed_kernel
 
 
 def embed_blocks(d):
-    """Blocks of embed_kernel for d elements per token: one per TPB elements."""
+    """Blocks of the embedding kernel for d elements per token: one per TPB elements."""
     return -(-d // TPB)
 
 
-def launch_embed(stream, ids, emb, res, pre_w, post_w, part):
-    """Launch embed_kernel on embed_blocks(d) blocks, at most as many as part has rows; returns
-    that number (the first stage's n_part)."""
+_EMBEDS = {}                    # (n_tok, per_token) -> embedding kernel
+
+
+def launch_embed(stream, ids, emb, res, pre_w, post_w, part, per_token=False):
+    """Launch make_embed(B, per_token)'s kernel (res: (B, D)) on embed_blocks(D) blocks, at
+    most as many as part has rows; returns that number (the first stage's n_part)."""
+    n_tok = res.shape[0]
+    if not 1 <= n_tok <= MAX_TOKENS:
+        raise ValueError(f"decoding takes 1..{MAX_TOKENS} sequences at once, got {n_tok}")
+    key = (n_tok, per_token)
+    if key not in _EMBEDS:
+        _EMBEDS[key] = make_embed(n_tok, per_token)
     grid = min(embed_blocks(res.shape[1]), part.shape[0])
-    embed_kernel[grid, TPB, stream](ids, emb, res, pre_w, post_w, part)
+    _EMBEDS[key][grid, TPB, stream](ids, emb, res, pre_w, post_w, part)
     return grid
 
 

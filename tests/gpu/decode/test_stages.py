@@ -36,6 +36,8 @@ projection takes chunks 0 and 2 in one ring step); on the GPU the decoder's grid
 blocks per SM, several row groups per block where rows outnumber them) at hidden 1024 and 2000
 (not whole chunks), intermediate 2816 and 1352, with 8 and 16 lanes per row.
 Buffers a stage must write are NaN (actg: a sentinel) before it runs; the state starts random.
+The kernels before issue 21 (StageOptions(per_token=True): the fold, phase B, the partials and
+the embedding token by token) must leave every buffer with the same bits after every kernel.
 Bugs planted under the simulator (monkeypatched) and caught: phase B's word positions permuted
 (codes: pads); a chunk's last 16 weights dropped (gemv, 400 acc units, where d_in > 48); the
 fold reading one row of partials too few (gemv, where rows > 1) or scaling s2 by 1 + 1e-4
@@ -157,7 +159,7 @@ def run_by_stage(dec, ids, h0, opts):
     plan = dec._plan()
     fill(dec.part, np.nan)
     n_part = stages.launch_embed(dec.stream, dec.ids, dec.emb, dec.res, plan[0].pre_w,
-                                 plan[0].linear.post_w, dec.part)
+                                 plan[0].linear.post_w, dec.part, opts.per_token is True)
     dec.stream.synchronize()
     embedded, n_embed, runs = snapshot(dec), n_part, []
     for site, (stage, nxt) in enumerate(zip(plan, plan[1:] + [None])):
@@ -182,6 +184,7 @@ class Step(NamedTuple):
     twin: object             # unfused.Model (float32)
     ids: np.ndarray
     h0: list
+    opts: StageOptions       # the variant it ran
     embedded: dict
     n_embed: int
     runs: list
@@ -199,7 +202,7 @@ def step(request):
     h0 = [(0.5 * rng.standard_normal((cfg.batch, c.hidden_size))).astype(F32)
           for _ in range(c.num_hidden_layers)]
     opts = StageOptions(lanes_per_row=cfg.lanes)
-    return Step(c, dec, twin, ids, h0, *run_by_stage(dec, ids, h0, opts))
+    return Step(c, dec, twin, ids, h0, opts, *run_by_stage(dec, ids, h0, opts))
 
 
 def runs_of(step, kind):
@@ -491,3 +494,28 @@ def test_several_lanes_and_blocks(step):
     several blocks in every stage (under the simulator only the embedding has them)."""
     assert min(r.lpr for r in step.runs) >= 2
     assert min(r.grid for r in step.runs) >= (1 if SIM else 4)
+
+
+
+def float_bits(a):
+    """An array's bits, to compare bit for bit (float32 -> uint32: NaN payloads, -0.0 count)."""
+    return a.view(np.uint32) if a.dtype == F32 else a
+
+
+def buffers_differ(got, want):
+    """Names of the buffers of two snapshots whose bits differ."""
+    pairs = [(k, got[k], want[k]) for k in want if k != "state"]
+    pairs += [(f"state {i}", g, w) for i, (g, w) in enumerate(zip(got["state"], want["state"]))]
+    return [k for k, g, w in pairs if not np.array_equal(float_bits(g), float_bits(w))]
+
+
+def test_per_token_same_bits(step):
+    """The per-token kernels (the kernels before issue 21) rerun on the same step: every
+    buffer after the embedding and after every stage equal bit for bit to the batched ones'."""
+    opts = step.opts._replace(per_token=True)
+    embedded, n_embed, runs = run_by_stage(step.dec, step.ids, step.h0, opts)
+    assert n_embed == step.n_embed and len(runs) == len(step.runs)
+    assert not buffers_differ(embedded, step.embedded), "after the embedding"
+    for got, want in zip(runs, step.runs):
+        differ = buffers_differ(got.after, want.after)
+        assert not differ, f"after {got.stage.kind} layer {got.layer}: {differ}"
