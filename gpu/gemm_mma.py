@@ -14,8 +14,11 @@ are produced), KP = K rounded up to K_ALIGN = 128 with zero codes (a zero adds n
 weights are kept as int8 codes, not 2-bit packed: at these shapes the GEMM is bound by the
 tensor cores, not by the weight bytes, and int8 codes are what wgmma reads with no unpacking.
 
-One kernel, two shared layouts (`Tile.swizzle`; the dp4a gemm_tiled of gpu/gemm.py stays beside
-it): v1 without swizzle (bk 32, 64 or 128), v2 with the 128-byte swizzle (bk 128), the faster
+Versions: v0 `gemm_rows`, the simple one (one thread per row of q, a plain int32 dot product per
+output, the same modes and epilogue expression: bit-identical outputs; the CUDA simulator's
+prefill tests use it, a warpgroup of Python threads per block being the simulator's slowest
+kernel). Then one wgmma kernel, two shared layouts (`Tile.swizzle`; the dp4a gemm_tiled of
+gpu/gemm.py stays beside it): v1 without swizzle (bk 32, 64 or 128), v2 with the 128-byte swizzle (bk 128), the faster
 (gemm runs 25-27 in gpu/bench/results). A block of `tile.wg` warpgroups owns a
 (64 wg) x bn output tile; warpgroup w computes rows 64 w .. 64 w + 63 against the block's shared
 bn-row weight tile, bk / 32 wgmma m64n{bn}k32 per K step.
@@ -33,20 +36,26 @@ bn-row weight tile, bk / 32 wgmma m64n{bn}k32 per K step.
   overlaps the next step's barrier and bookkeeping, with ahead = 0 the copies run one step
   further ahead in the same shared memory.
 - Epilogue, straight from the registers (fragment layout in gpu/wgmma.py): mode ACC writes acc
-  (int32), mode STORE writes y (float32), the row's factor 1 / (scale_x[m] scale_w) computed
-  once per row. y is float32 of acc exactly for |acc| < 2^24 (K <= 131072), then 3 roundings
+  (int32), mode STORE writes y (float32), mode ADD adds it to y (the residual connection of the
+  prefill, gpu/prefill/; each element has one owner thread, so no atomics), the row's factor
+  1 / (scale_x[m] scale_w) computed once per row. y is float32 of acc exactly for |acc| < 2^24
+  (K <= 131072), then 3 roundings
   (the product of the scales, the reciprocal, the multiply): |y - acc / (scale_x scale_w)| <=
   3 2^-24 |y| beside the exact quotient of the same float32 scales.
+Device: wgmma is sm_90a's, Hopper only (compute capability 9.x; Blackwell, 10.x, has no wgmma
+and Ampere none of its fences): `require_wgmma` says so in one line before any kernel compiles
+(`kernel`, and GPUPrefill before it builds anything).
 """
 from typing import NamedTuple
 
 import numpy as np
 from numba import cuda, int8
 
-from gpu import wgmma
+from gpu import common, wgmma
 from gpu.bitlinear import check_codes
-from gpu.common import SIMULATOR, empty
+from gpu.common import SIMULATOR, empty, require_capability
 from gpu.gemm import ACC, STORE
+from gpu.gemv import ADD
 from gpu.intrinsics import cp_async_commit, cp_async_wait
 
 K_ALIGN = 128                     # KP is a multiple of this (and so of every tile's bk)
@@ -127,6 +136,27 @@ SIM_TILES = (Tile(1, 16, 128, 3, 128), Tile(2, 8, 128, 4, 128, 0), Tile(1, 16, 3
 DEFAULT = SIM_TILES[0] if SIMULATOR else Tile(2, 128, 128, 3, 128, 0)
 
 
+# --------------------------------------------------------------------------- device
+
+CAPABILITY = (9, 0)               # wgmma.mma_async, its fences and descriptors: sm_90a
+WHAT = "the int8 wgmma GEMM (gpu/gemm_mma.py, sm_90a)"
+
+
+def require_wgmma():
+    """Raise ValueError in one line, naming the compute capability needed and the device's,
+    unless this GPU is a Hopper (9.x: below, no wgmma; 10.x and later, no sm_90a either).
+    Nothing to check under the simulator."""
+    require_capability(CAPABILITY, WHAT)
+    if common.SIMULATOR:
+        return
+    dev = cuda.get_current_device()
+    found = dev.compute_capability
+    if found[0] != CAPABILITY[0]:
+        name = dev.name.decode() if isinstance(dev.name, bytes) else dev.name
+        raise ValueError(f"{WHAT} needs a GPU of compute capability 9.x (Hopper); this {name} "
+                         f"is {found[0]}.{found[1]}")
+
+
 # --------------------------------------------------------------------------- layout
 
 def kmajor_codes(x):
@@ -156,13 +186,19 @@ _chunk_place = cuda.jit(device=True)(chunk_place)     # the same function, for t
 
 @cuda.jit(device=True)
 def _store_pair(y, acc_out, mode, row, col, f, M, N, v0, v1):
-    """Columns col, col + 1 of one row: acc (mode ACC) or float32(acc) * f (mode STORE)."""
+    """Columns col, col + 1 of one row: acc (mode ACC), float32(acc) * f (mode STORE), or
+    y + float32(acc) * f (mode ADD)."""
     if row < M:
         if mode == ACC:
             if col < N:
                 acc_out[row, col] = v0
             if col + 1 < N:
                 acc_out[row, col + 1] = v1
+        elif mode == ADD:
+            if col < N:
+                y[row, col] += np.float32(v0) * f
+            if col + 1 < N:
+                y[row, col + 1] += np.float32(v1) * f
         else:
             if col < N:
                 y[row, col] = np.float32(v0) * f
@@ -183,9 +219,9 @@ _store_fragment = wgmma.quad_walk(_store_quad)
 
 @cuda.jit(device=True)
 def _dequant_factor(scale_x, scale_w, row, M, mode):
-    """1 / (scale_x[row] scale_w) in float32 for mode STORE (0 past the last row, which is
-    never stored, and in mode ACC, where scale_x may be a dummy)."""
-    if mode == STORE and row < M:
+    """1 / (scale_x[row] scale_w) in float32 for modes STORE and ADD (0 past the last row,
+    which is never stored, and in mode ACC, where scale_x may be a dummy)."""
+    if mode != ACC and row < M:
         return np.float32(1.0) / (scale_x[row] * scale_w)
     return np.float32(0.0)
 
@@ -271,12 +307,39 @@ def _make_kernel(tile):
     return gemm_wgmma
 
 
+ROWS_TPB = 8 if SIMULATOR else 128     # gemm_rows: threads (rows of q) per block
+
+
+@cuda.jit
+def gemm_rows(q, t, scale_x, scale_w, mode, y, acc_out):
+    """v0: q (M, KP), t (N, KP) int8 -> acc_out or y (M, N) per `mode`, thread m owning row m."""
+    m = cuda.grid(1)
+    M, N = q.shape[0], t.shape[0]
+    if m >= M:
+        return
+    f = _dequant_factor(scale_x, scale_w, m, M, mode)
+    for n in range(N):
+        acc = np.int32(0)
+        for k in range(q.shape[1]):
+            acc = np.int32(acc + np.int32(q[m, k]) * np.int32(t[n, k]))   # int32, as wgmma
+        _store_pair(y, acc_out, mode, m, n, f, M, n + 1, acc, acc)     # column n only
+
+
+def launch_rows(q, t, scale_x, scale_w, mode, y, acc_out, stream=0):
+    """v0 (gemm_rows), with launch's arguments; needs no tensor cores."""
+    if q.shape[1] != t.shape[1]:
+        raise ValueError(f"q and t must share KP, got {q.shape} and {t.shape}")
+    gemm_rows[-(-q.shape[0] // ROWS_TPB), ROWS_TPB, stream](q, t, scale_x, np.float32(scale_w),
+                                                           int(mode), y, acc_out)
+
+
 _KERNELS = {}
 _OPTED_IN = set()
 
 
 def kernel(tile=DEFAULT):
-    """The kernel for `tile` (built once; compiles on its first launch)."""
+    """The kernel for `tile` (built once; compiles on its first launch), after require_wgmma."""
+    require_wgmma()
     tile = Tile(*tile)
     if tile not in _KERNELS:
         _KERNELS[tile] = _make_kernel(tile)
@@ -308,8 +371,9 @@ def _allow_shared(k, args, nbytes):
 
 def launch(q, t, scale_x, scale_w, mode, y, acc_out, tile=DEFAULT, stream=0):
     """Enqueue the GEMM: q (M, KP), t (N, KP) int8 device arrays in the kmajor_codes layout,
-    scale_x (M,) float32 device, scale_w float32, mode gpu.gemm.ACC (acc_out (M, N) int32) or
-    STORE (y (M, N) float32); the other output may be a (1, 1) dummy."""
+    scale_x (M,) float32 device, scale_w float32, mode gpu.gemm.ACC (acc_out (M, N) int32),
+    STORE (y (M, N) float32) or gpu.gemv.ADD (y += the same); the other output may be a (1, 1)
+    dummy."""
     tile = Tile(*tile)
     if q.shape[1] != t.shape[1] or q.shape[1] % K_ALIGN:
         raise ValueError(f"q and t must share KP, a multiple of {K_ALIGN} (kmajor_codes), got "

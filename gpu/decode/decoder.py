@@ -6,6 +6,7 @@ gpu/decode/stages.py's stage kernels.
     dec = GPUDecoder.from_packed(model)     # model: a mmfree_ref.formats.packed.PackedModel
     logits = dec.prefill(ids)               # ids (B, T) int -> logits (B, V) of the last token
     logits = dec.step(ids_t)                # ids_t (B,) int -> logits (B, V); state advances
+    dec.reset(); every = dec.logits_all(ids)  # (B, T, V) after each token, the state carried
 
 Weights: each BitLinear weight's 2-bit codes and scale come from mmfree_ref.formats.packed
 (pack_params of the checkpoint's floats, or a loaded packed export), are moved to the GEMV
@@ -17,11 +18,16 @@ Embeddings and norm weights stay float32.
 A step is 4 L + 2 kernels (gpu/decode/stages.py, listed by GPUDecoder._plan as Stage records);
 with use_graph (default) they are captured once per batch size into a CUDA graph
 (gpu/decode/graph.py) and each step is one graph launch. The prefill runs the prompt through
-the same step, token by token (the model is recurrent: the state after the prompt is the same;
-a chunked-scan prefill over gpu/gemm.py + gpu/mlgru.py is not wired here).
+gpu/prefill/ (GPUPrefill: every token at once through the int8 tensor-core GEMM, built from
+this decoder's weights on the first prefill, 4x their bytes again as int8 codes), which then
+loads its MLGRU states into the decoder; `prefill(ids, token_by_token=True)` runs the prompt
+through the decode step instead, one token at a time (the benchmark's comparison). logits_all
+gives every position's logits (the scorer of mmfree_ref/generation/evaluate.py).
 Precision: float32 activations, exact int8 x ternary products; the logits agree with the float64
 oracle within the bound measured and asserted in tests/gpu/decode/test_decoder.py.
 `GPUDecoder.random(config)` builds a model of any size with random ternary weights (benchmarks).
+Device: compute capability 8.0 (the weight ring's cp.async), checked before anything compiles;
+the GEMM prefill 9.x (gpu/gemm_mma.py require_wgmma), checked on the first prefill.
 """
 from typing import NamedTuple
 
@@ -30,12 +36,13 @@ from numba import cuda
 
 from mmfree_ref.formats.packed import PackedModel, pack_params
 from mmfree_ref.mlgru import G_NORM_EPS
-from mmfree_ref.model import layer_lower_bounds
+from mmfree_ref.model import check_ids, layer_lower_bounds
 from mmfree_ref.params import param_shapes
 
+from gpu import gemm_mma
 from gpu.decode import stages
 from gpu.decode.stages import StageArgs, StageOptions, StageShape
-from gpu.common import SIMULATOR
+from gpu.common import SIMULATOR, require_capability
 from gpu.decode.graph import CudaGraph
 from gpu.packing import PackedTernary, count_invalid, packed_gemv_from_export, words_per_row
 from gpu.quantize import act_words
@@ -122,11 +129,16 @@ def _random_linear(rng, d_out, d_in, n_sets=1, interleaved=False):
     return _Linear(packed, scales, norms, interleaved)
 
 
+CAPABILITY = (8, 0)      # the stage kernels' weight ring copies with cp.async (gpu/decode/ring.py)
+
+
 def _require_cuda():
-    # checked before any device call: numba's own error is a driver traceback
+    # checked before any device call: numba's own error is a driver traceback, and on a GPU
+    # older than CAPABILITY the PTX assembler's, deep inside the first compile
     if not cuda.is_available():
         raise ValueError("no CUDA GPU is available here (numba.cuda.is_available() is "
                          "False): use --device cpu, or NUMBA_ENABLE_CUDASIM=1 to simulate")
+    require_capability(CAPABILITY, "the GPU decoder (gpu/decode/, cp.async weight ring)")
 
 
 class GPUDecoder:
@@ -146,7 +158,7 @@ class GPUDecoder:
             _layers = self._build_from_packed(pack_params(config, params))
         self.emb, self.norms, self.layers, self.head, self.lbs = _layers
         self.state = [cuda.to_device(np.zeros((1, d), F32)) for _ in range(L)]
-        self._batch, self._graph = None, None
+        self._batch, self._graph, self._prefill = None, None, None
         self.stream = cuda.stream()
 
     # ---- construction -------------------------------------------------------------------
@@ -359,19 +371,62 @@ class GPUDecoder:
         self.stream.synchronize()
         return self.logits.copy_to_host()
 
-    def reset(self, batch):
+    def reset(self, batch=1):
         """Zero the state for `batch` sequences."""
         if self._batch != batch:
             self._buffers(batch)
         for h in self.state:
             h.copy_to_device(np.zeros(h.shape, F32))
 
-    def prefill(self, ids):
-        """ids: (B, T) int -> logits (B, V) of the last position; the state holds the prompt."""
+    def prefiller(self, **options):
+        """The GPUPrefill on this decoder's weights (gpu/prefill/), made on first use, or anew
+        with options (GPUPrefill's keywords: t_max, scan, gemm, tile)."""
+        if self._prefill is None or options:
+            from gpu.prefill import GPUPrefill
+            if options.get("gemm", "wgmma") == "wgmma":
+                try:
+                    gemm_mma.require_wgmma()
+                except ValueError as e:     # the one-line capability message, with the way out
+                    raise ValueError(f"{e} (prefill(ids, token_by_token=True) runs the prompt "
+                                     f"through the decode step instead)") from None
+            self._prefill = GPUPrefill.from_decoder(self, **{"use_graph": self.use_graph,
+                                                             **options})
+        return self._prefill
+
+    def _check_prompt(self, ids):
         ids = np.asarray(ids)
         if ids.ndim != 2 or ids.shape[1] == 0:
             raise ValueError(f"ids must have shape (batch, T) with T >= 1, got {ids.shape}")
+        return check_ids(ids, self.config)
+
+    def _load_state(self, states):
+        """The decoder's state <- states (L x (B, D) device arrays of the prefill)."""
+        for h, src in zip(self.state, states):
+            h.copy_to_device(src, stream=self.stream)
+        self.stream.synchronize()
+
+    def prefill(self, ids, token_by_token=False):
+        """ids: (B, T) int -> logits (B, V) of the last position; the state holds the prompt.
+        token_by_token: run the prompt through the decode step, one token at a time, instead
+        of GPUPrefill."""
+        ids = self._check_prompt(ids)
         self.reset(ids.shape[0])
-        for t in range(ids.shape[1]):
-            logits = self.step(ids[:, t])
+        if token_by_token:
+            for t in range(ids.shape[1]):
+                logits = self.step(ids[:, t])
+            return logits
+        pre = self.prefiller()
+        logits, _ = pre.run(ids)
+        self._load_state(pre.state)
         return logits
+
+    def logits_all(self, ids):
+        """ids: (B, T) int -> logits (B, T, V) after each token, continuing from the state
+        (zeros after reset); the state advances by the T tokens."""
+        ids = self._check_prompt(ids)
+        if self._batch != ids.shape[0]:
+            self.reset(ids.shape[0])
+        pre = self.prefiller()
+        _, every = pre.run(ids, h0=self.state, all_logits=True)
+        self._load_state(pre.state)
+        return every

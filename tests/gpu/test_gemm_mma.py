@@ -169,3 +169,73 @@ def test_device_layout_must_be_padded():
     q = cuda.to_device(np.zeros((2, 100), np.int8))
     with pytest.raises(ValueError, match="multiple of 128"):
         gemm_mma.launch(q, q, q, 1.0, gemm_mma.ACC, q, q)
+
+
+# --------------------------------------------------------------------------- the three modes, v0
+
+@pytest.mark.parametrize("version", ["wgmma", "rows"])
+def test_every_mode_of_both_versions_is_exact(version):
+    """ACC (int32, exact), STORE against the float32 expression bit for bit, ADD (y +=, the
+    prefill's residual) within its one ulp of FMA contraction, on wgmma (the default tile) and on v0 gemm_rows; 5 rows and 24
+    columns span several v0 blocks and leave the wgmma tile partly empty."""
+    from numba import cuda
+    rng = np.random.default_rng(1)
+    m, n, k = 5, 24, 200
+    q = rng.integers(-128, 128, (m, k), dtype=np.int8)
+    t = rng.integers(-1, 2, (n, k), dtype=np.int8)
+    sx, sw = rng.uniform(0.5, 2, m).astype(np.float32), np.float32(1.3)
+    y0 = rng.standard_normal((m, n)).astype(np.float32)
+    acc = q.astype(np.int64) @ t.astype(np.int64).T
+    dequant = acc.astype(np.float32) * (np.float32(1) / (sx * sw))[:, None]
+    q_d, t_d = (cuda.to_device(gemm_mma.kmajor_codes(a)) for a in (q, t))
+    sx_d = cuda.to_device(sx)
+    tile = SIM_TILES[1] if SIMULATOR else gemm_mma.DEFAULT
+    run = ((lambda *a: gemm_mma.launch(*a, tile)) if version == "wgmma"
+           else gemm_mma.launch_rows)
+    dummy_f, dummy_i = cuda.to_device(np.zeros((1, 1), np.float32)), cuda.to_device(
+        np.zeros((1, 1), np.int32))
+    acc_d = cuda.to_device(np.full((m, n), -7, np.int32))
+    run(q_d, t_d, sx_d, sw, gemm_mma.ACC, dummy_f, acc_d)
+    validate(acc_d, acc, f"{version} ACC")
+    y = cuda.to_device(np.full((m, n), np.nan, np.float32))
+    run(q_d, t_d, sx_d, sw, gemm_mma.STORE, y, dummy_i)
+    validate(y, dequant, f"{version} STORE")
+    y = cuda.to_device(y0)
+    run(q_d, t_d, sx_d, sw, gemm_mma.ADD, y, dummy_i)
+    # y + float32(acc) f: the GPU contracts it to one FMA (one rounding), NumPy and the
+    # simulator round twice: within one ulp of the sum
+    validate(y, y0 + dequant, f"{version} ADD", rtol=EPS32 * 2)
+
+
+# --------------------------------------------------------------------------- the device it needs
+
+def pretend_gpu(monkeypatch, capability, name):
+    """From here on gpu.common.require_capability (and gemm_mma.require_wgmma) see a real GPU
+    of that compute capability and name, as under NUMBA_ENABLE_CUDASIM=0 (nothing is run)."""
+    from types import SimpleNamespace
+
+    import gpu.common
+    from numba import cuda
+    monkeypatch.setattr(gpu.common, "SIMULATOR", False)
+    device = SimpleNamespace(compute_capability=capability, name=name.encode())
+    monkeypatch.setattr(cuda, "get_current_device", lambda: device)
+
+
+@pytest.mark.parametrize("capability, name, need", [
+    ((8, 0), "NVIDIA A100-SXM4-80GB", "9.0 or newer"), ((7, 5), "Tesla T4", "9.0 or newer"),
+    ((10, 0), "NVIDIA B200", "9.x (Hopper)")])
+def test_a_gpu_without_wgmma_is_refused_in_one_line_before_compiling(monkeypatch, capability,
+                                                                     name, need):
+    monkeypatch.setattr(gemm_mma, "_make_kernel", lambda tile: pytest.fail("compiled"))
+    monkeypatch.setattr(gemm_mma, "_KERNELS", {})
+    pretend_gpu(monkeypatch, capability, name)
+    with pytest.raises(ValueError) as e:
+        ternary_accumulate(np.zeros((2, 4), np.int8), np.zeros((3, 4), np.int8))
+    assert str(e.value) == (f"the int8 wgmma GEMM (gpu/gemm_mma.py, sm_90a) needs a GPU of "
+                            f"compute capability {need}; this {name} is "
+                            f"{capability[0]}.{capability[1]}")
+
+
+def test_a_hopper_passes_the_check(monkeypatch):
+    pretend_gpu(monkeypatch, (9, 0), "NVIDIA H200")
+    gemm_mma.require_wgmma()

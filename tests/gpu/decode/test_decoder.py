@@ -45,7 +45,7 @@ def tiny_params(seed=0, intermediate_size=32, hidden_size=16):
 
 
 def gpu_decode_logits(dec, ids):
-    out = [dec.prefill(ids[:, :1])]
+    out = [dec.prefill(ids[:, :1], token_by_token=True)]
     out += [dec.step(ids[:, t]) for t in range(1, ids.shape[1])]
     return np.stack(out, axis=1)
 
@@ -167,7 +167,8 @@ def test_ref_small_fixture_logits_and_greedy_generation():
 def test_graph_has_one_node_per_kernel():
     c, p = tiny_params()
     dec = GPUDecoder(p, c)
-    dec.prefill(np.array([[1, 2]]))
+    dec.prefill(np.array([[1, 2]]))      # through gpu/prefill/: no decode graph yet
+    dec.step(np.array([3]))
     assert dec._graph.n_nodes == dec.kernels_per_step() == 4 * c.num_hidden_layers + 2
 
 
@@ -182,3 +183,21 @@ def test_bad_ids_rejected():
         dec.prefill(np.array([1, 2]))
     with pytest.raises(ValueError, match="lacks"):
         GPUDecoder({}, c)
+
+
+@pytest.mark.parametrize("capability", [(7, 5), (6, 1)])
+def test_a_gpu_without_cp_async_is_refused_in_one_line_before_compiling(monkeypatch,
+                                                                        capability):
+    """Below compute capability 8.0 the weight ring's cp.async does not assemble: one line
+    naming 8.0 and the device's, before a kernel compiles (numba would otherwise fail deep
+    in ptxas)."""
+    from tests.gpu.test_gemm_mma import pretend_gpu
+    c, p = tiny_params()
+    pretend_gpu(monkeypatch, capability, "Tesla T4")
+    with pytest.raises(ValueError) as e:
+        GPUDecoder(p, c)
+    assert str(e.value) == ("the GPU decoder (gpu/decode/, cp.async weight ring) needs a GPU of "
+                            f"compute capability 8.0 or newer; this Tesla T4 is "
+                            f"{capability[0]}.{capability[1]}")
+    with pytest.raises(ValueError, match="8.0 or newer"):
+        GPUDecoder.random(c)
