@@ -45,7 +45,9 @@ if [[ $# -eq 0 ]]; then
 fi
 cd "$work"
 # the examples of the fast "ci" profile of tests/conftest.py, without shrinking (see
-# hypothesis_profile.py); PYTEST_PLUGINS leaves mutmut's own pytest arguments alone
+# hypothesis_profile.py), and a tqdm lock that is not shared by the forked children (see
+# fork_safe_tqdm.py); PYTEST_PLUGINS leaves mutmut's own pytest arguments alone
 export PYTHONPATH="$repo/tools/mutation${PYTHONPATH:+:$PYTHONPATH}"
-export PYTEST_PLUGINS=hypothesis_profile HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-mutation}
+export PYTEST_PLUGINS=hypothesis_profile,fork_safe_tqdm
+export HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-mutation}
 exec mutmut "$@"

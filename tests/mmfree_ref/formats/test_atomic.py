@@ -3,6 +3,7 @@ a save (every create, write, fsync, rename, exchange and deletion) leaves at the
 old or the new checkpoint, bit for bit, and the next save removes every leftover, and nothing
 that is not ours. Operating-system errors name the path the user gave.
 """
+import ctypes
 import errno
 import os
 import shutil
@@ -209,6 +210,64 @@ def test_the_next_save_removes_only_our_leftovers(tmp_path):
     assert which(tmp_path / "ck") == "B"
 
 
+def test_links_named_like_our_leftovers_are_not_ours(tmp_path):
+    """A symbolic link is never made here: one under a leftover's name, to a file or to a
+    folder, is left as it is, and so is what it points to."""
+    save(tmp_path / "ck", A)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine.txt").write_text("mine")
+    (tmp_path / f".ck.tmp-{HEX}").symlink_to(tmp_path / "mine")
+    (tmp_path / f".ck.{HEX}.tmp").symlink_to(tmp_path / "mine.txt")
+    save(tmp_path / "ck", B)
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ["ck", "mine", "mine.txt", f".ck.tmp-{HEX}", f".ck.{HEX}.tmp"])
+    assert (tmp_path / "mine.txt").read_text() == "mine" and which(tmp_path / "ck") == "B"
+
+
+def test_a_leftover_another_save_removed_first_is_no_error(tmp_path, monkeypatch):
+    """Two saves to one path clean up each other's temporaries: a file found and then gone."""
+    real = atomic._leftovers
+
+    def found_then_gone(path):
+        found = real(path)
+        found["file"].append(path.with_name(f".{path.name}.{HEX}.tmp"))    # no longer there
+        return found
+    monkeypatch.setattr(atomic, "_leftovers", found_then_gone)
+    atomic.remove_leftovers(tmp_path / "ck")
+    save(tmp_path / "ck", A)
+    assert which(tmp_path / "ck") == "A"
+
+
+def test_the_newest_complete_copy_is_the_one_recovered(tmp_path):
+    """Two copies left by interrupted swaps: the later one (mtime), whatever its random name."""
+    for params, hex_, ns in ((A, "f" * 32, 10 ** 18), (B, "0" * 32, 2 * 10 ** 18)):
+        save(tmp_path / "tmp", params)
+        (tmp_path / "tmp").rename(tmp_path / f".ck.new-{hex_}")
+        os.utime(tmp_path / f".ck.new-{hex_}", ns=(ns, ns))
+    assert resolve_dir(tmp_path / "ck") == tmp_path / f".ck.new-{'0' * 32}"
+    assert which(tmp_path / "ck") == "B"
+
+
+def test_a_failed_last_rename_puts_the_old_copy_back(tmp_path, no_exchange, monkeypatch):
+    """Without exchange the swap is three renames; if the last (new copy into place) fails,
+    the old copy goes back under the user's name and the error is raised."""
+    save(tmp_path / "ck", A)
+    real = os.rename
+
+    def failing_last(src, dst):
+        if Path(src).name.startswith(".ck.new-") and Path(dst) == tmp_path / "ck":
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(src))
+        real(src, dst)
+    monkeypatch.setattr(os, "rename", failing_last)
+    with pytest.raises(OSError) as e:
+        save(tmp_path / "ck", B)
+    assert e.value.errno == errno.EIO
+    monkeypatch.undo()
+    assert which(tmp_path / "ck") == "A"
+    save(tmp_path / "ck", C)                       # and the next save cleans the new copy up
+    assert os.listdir(tmp_path) == ["ck"] and which(tmp_path / "ck") == "C"
+
+
 def test_a_missing_path_is_recovered_new_copy_first(tmp_path):
     save(tmp_path / "a", A)
     save(tmp_path / "b", B)
@@ -266,6 +325,31 @@ def test_exchange_of_a_missing_path_names_it(tmp_path):
     assert e.value.filename == str(tmp_path / "missing")
 
 
+def failing_call(err):
+    """An exchange call that fails with errno err, as renameat2 does through ctypes."""
+    def call(a, b):
+        ctypes.set_errno(err)
+        return -1
+    return call
+
+
+@pytest.mark.parametrize("err", [errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP])
+def test_an_exchange_the_file_system_refuses_changes_nothing(tmp_path, monkeypatch, err):
+    """NFS and most FUSE file systems answer RENAME_EXCHANGE with one of these: not done."""
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    monkeypatch.setattr(atomic, "_exchange_call", lambda: failing_call(err))
+    assert exchange(tmp_path / "x", tmp_path / "y") is False
+
+
+def test_any_other_exchange_error_names_both_paths(tmp_path, monkeypatch):
+    monkeypatch.setattr(atomic, "_exchange_call", lambda: failing_call(errno.EXDEV))
+    with pytest.raises(OSError) as e:
+        exchange(tmp_path / "a", tmp_path / "b")
+    assert (e.value.errno, e.value.strerror) == (errno.EXDEV, os.strerror(errno.EXDEV))
+    assert (e.value.filename, e.value.filename2) == (str(tmp_path / "a"), str(tmp_path / "b"))
+
+
 # ----------------------------------------------------------------------------- errors
 
 def test_errors_name_the_users_path_not_the_temporary(tmp_path, monkeypatch):
@@ -274,6 +358,8 @@ def test_errors_name_the_users_path_not_the_temporary(tmp_path, monkeypatch):
         with atomic_write(tmp_path / "dir"):
             pass
     assert e.value.filename == str(tmp_path / "dir")
+    assert str(e.value) == (f"[Errno {errno.EISDIR}] {os.strerror(errno.EISDIR)}: "
+                            f"'{tmp_path / 'dir'}'")          # the reason, not only the errno
 
     def full_disk(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -10,7 +10,8 @@ import pytest
 import safetensors
 import safetensors.numpy as st_lib
 
-from mmfree_ref.formats.checkpoint import INDEX, SINGLE, load_checkpoint, save_checkpoint
+from mmfree_ref.formats.checkpoint import (INDEX, SINGLE, _plan_shards, check_params,
+                                           load_checkpoint, save_checkpoint)
 from mmfree_ref.config import HGRNBitConfig
 from mmfree_ref.params import init_params, param_shapes
 from tests.conftest import REF_SMALL
@@ -259,3 +260,205 @@ def test_bad_sharded_checkpoint(tmp_path, case, match):
         (ckpt / INDEX).write_text(json.dumps(index))
     with pytest.raises(ValueError, match=match):
         load_checkpoint(ckpt)
+
+
+# ----------------------------------------------------------------------------- messages in full
+
+# Which config.json fields give each parameter's shape, as the shape error states it, for
+# d = 6, V = 5, L = 1 and a GLU width N = 3 given by intermediate_size or N = 256 derived
+# from hidden_size and hidden_ratio (the derived width involves hidden_size, so it is named).
+GIVEN = "intermediate_size"
+DERIVED = "intermediate (from hidden_size and hidden_ratio)"
+FORMULAS = {
+    "model.embeddings.weight": lambda n: "(vocab_size, hidden_size) with vocab_size=5, "
+                                         "hidden_size=6",
+    "model.lower_bounds": lambda n: "(num_hidden_layers, hidden_size) with hidden_size=6, "
+                                    "num_hidden_layers=1",
+    "model.layers.0.attn_norm.weight": lambda n: "(hidden_size) with hidden_size=6",
+    "model.layers.0.attn.i_proj.weight": lambda n: "(hidden_size, hidden_size) with "
+                                                   "hidden_size=6",
+    "model.layers.0.attn.i_proj.norm.weight": lambda n: "(hidden_size) with hidden_size=6",
+    "model.layers.0.attn.o_proj.weight": lambda n: "(hidden_size, hidden_size) with "
+                                                   "hidden_size=6",
+    "model.layers.0.attn.g_norm.weight": lambda n: "(hidden_size) with hidden_size=6",
+    "model.layers.0.mlp.gate_proj.weight": lambda n: f"(2 * {n}, hidden_size) with "
+                                                     f"hidden_size=6, intermediate=",
+    "model.layers.0.mlp.gate_proj.norm.weight": lambda n: "(hidden_size) with hidden_size=6",
+    "model.layers.0.mlp.down_proj.weight": lambda n: f"(hidden_size, {n}) with hidden_size=6, "
+                                                     f"intermediate=",
+    "model.layers.0.mlp.down_proj.norm.weight": lambda n: (
+        f"({n}) with " + ("hidden_size=6, " if n == DERIVED else "") + "intermediate="),
+    "model.norm.weight": lambda n: "(hidden_size) with hidden_size=6",
+    "lm_head.weight": lambda n: "(vocab_size, hidden_size) with vocab_size=5, hidden_size=6",
+}
+
+
+def message(make):
+    with pytest.raises(ValueError) as e:
+        make()
+    return str(e.value)
+
+
+@pytest.mark.parametrize("inner, width", [(GIVEN, 3), (DERIVED, 256)])
+@pytest.mark.parametrize("name", list(FORMULAS))
+def test_a_wrong_shape_names_the_fields_that_give_it(name, inner, width):
+    config = HGRNBitConfig(vocab_size=5, hidden_size=6, num_hidden_layers=1,
+                           intermediate_size=width if inner == GIVEN else None)
+    params = init_params(config, 0)
+    want = params[name].shape
+    params[name] = np.ones(want + (1,))
+    formula = FORMULAS[name](inner)
+    if formula.endswith("intermediate="):
+        formula += str(width)
+    assert message(lambda: check_params(config, params)) == (
+        f"params: tensor {name!r} has shape {want + (1,)} but config.json implies {want} = "
+        f"{formula}")
+
+
+def test_missing_and_unexpected_tensors_in_full():
+    config, params = small_model()
+    assert message(lambda: check_params(config, {k: v for k, v in params.items()
+                                                 if k != "model.norm.weight"})) == \
+        "params: missing tensor 'model.norm.weight' of shape (8,)"
+    assert message(lambda: check_params(config, {k: v for k, v in params.items()
+                                                 if k != "model.lower_bounds"})) == \
+        "params: missing tensor 'model.lower_bounds' of shape (2, 8) (config.json has " \
+        "use_lower_bound=True)"
+    assert message(lambda: check_params(config, {k: v for k, v in params.items()
+                                                 if not k.startswith("model.layers.1.")})) == \
+        "params: missing tensor 'model.layers.1.attn_norm.weight' of shape (8,) (and 14 " \
+        "more) (config.json has num_hidden_layers=2)"
+    assert message(lambda: check_params(config, {k: v for k, v in params.items()
+                                                 if not k.startswith("lm_head.")})) == \
+        "params: missing tensor 'lm_head.weight' of shape (11, 8) (and 1 more)"
+    bad = {**params, "model.lower_bounds": params["model.lower_bounds"].copy()}
+    bad["model.lower_bounds"][1, 2] = np.inf
+    assert message(lambda: check_params(config, bad)) == (
+        "params: tensor 'model.lower_bounds' contains NaN or inf (1 values, the first at index "
+        "(1, 2)); finite weights were expected")
+    assert message(lambda: check_params(config, {**params, "bias": np.ones(2)})) == \
+        "params: unexpected tensor 'bias', not a parameter of the model config.json describes"
+    assert message(lambda: check_params(config, {**params, "a": np.ones(2), "b": np.ones(2)})) \
+        == "params: unexpected tensor 'a' (and 1 more), not a parameter of the model " \
+           "config.json describes"
+
+
+def test_load_checkpoint_rejections_in_full(tmp_path):
+    assert message(lambda: load_checkpoint(FIXTURE, dtype=np.int32)) == \
+        "dtype must be a float dtype, got <class 'numpy.int32'>"
+    (tmp_path / "file").write_text("")
+    assert message(lambda: load_checkpoint(tmp_path / "file")) == \
+        f"{tmp_path / 'file'}: not a checkpoint directory (expected a directory holding " \
+        f"config.json and model.safetensors)"
+    ckpt = copy_fixture(tmp_path)
+    rewrite_tensors(ckpt, lambda t: t.update({"model.norm.weight": np.ones(48, np.int64)}))
+    assert message(lambda: load_checkpoint(ckpt)) == \
+        f"{ckpt / SINGLE}: tensor 'model.norm.weight' is stored as I64; a float dtype (F64, " \
+        f"F32, F16, BF16) was expected"
+
+
+def test_the_saved_json_files_in_full(tmp_path):
+    """config.json as HGRNBitConfig.save writes it, the index with sorted keys; both indented
+    by two spaces with a final newline, as transformers writes them."""
+    config, params = small_model()
+    save_checkpoint(tmp_path / "ck", config, params, dtype="float16", max_shard_bytes=1000)
+    index = json.loads((tmp_path / "ck" / INDEX).read_text())
+    assert (tmp_path / "ck" / INDEX).read_text() == json.dumps(
+        {"metadata": {"total_size": 2 * sum(x.size for x in params.values())},
+         "weight_map": index["weight_map"]}, indent=2, sort_keys=True) + "\n"
+    assert (tmp_path / "ck" / "config.json").read_text() == \
+        json.dumps(config.to_dict(), indent=2) + "\n"
+
+
+def test_shards_are_filled_in_order_up_to_the_limit(tmp_path):
+    """Greedy in param_shapes order: a shard is closed when the next tensor would overflow it;
+    a tensor larger than the limit gets a shard of its own. Here, float64: the embeddings (88
+    values, 704 bytes) fill shard 1, the lower bounds (16 values) start shard 2."""
+    config, params = small_model()
+    save_checkpoint(tmp_path / "ck", config, params, dtype="float64", max_shard_bytes=800)
+    weight_map = json.loads((tmp_path / "ck" / INDEX).read_text())["weight_map"]
+    names = list(param_shapes(config))
+    shard_of = [int(weight_map[n][6:11]) for n in names]
+    assert shard_of == sorted(shard_of)                                  # in order
+    assert shard_of[:3] == [1, 2, 2]
+    n = shard_of[-1]
+    assert set(weight_map.values()) == {f"model-{k:05d}-of-{n:05d}.safetensors"
+                                        for k in range(1, n + 1)}
+    for k in range(1, n + 1):
+        sizes = [params[m].nbytes for m, s in zip(names, shard_of) if s == k]
+        assert sum(sizes) <= 800 or len(sizes) == 1
+        nxt = [params[m].nbytes for m, s in zip(names, shard_of) if s == k + 1][:1]
+        assert not nxt or sum(sizes) + nxt[0] > 800              # closed only when it had to be
+
+
+def test_saving_rejections_in_full(tmp_path):
+    config, params = small_model()
+    assert message(lambda: save_checkpoint(tmp_path / "ck", config, params, dtype="fp32")) == \
+        "dtype must be one of float64, float32, float16, bfloat16, got 'fp32'"
+    assert message(lambda: save_checkpoint(tmp_path / "ck", config, params,
+                                           max_shard_bytes=1.5)) == \
+        "max_shard_bytes must be a positive int or None, got 1.5"
+    assert message(lambda: save_checkpoint(tmp_path / "no" / "ck", config, params)) == \
+        f"{tmp_path / 'no' / 'ck'}: parent directory {tmp_path / 'no'} does not exist"
+    (tmp_path / "file").write_text("")
+    assert message(lambda: save_checkpoint(tmp_path / "file", config, params)) == \
+        f"{tmp_path / 'file'}: exists and is not a directory"
+    (tmp_path / "other").mkdir()
+    for name in ("b.txt", "a.txt", "d.txt", "c.txt", "config.json"):
+        (tmp_path / "other" / name).write_text("")
+    assert message(lambda: save_checkpoint(tmp_path / "other", config, params)) == (
+        f"{tmp_path / 'other'}: refusing to replace a directory that holds files other than a "
+        f"checkpoint's (a.txt, b.txt, c.txt); save to a new or empty directory")
+    assert message(lambda: check_params(config, [1])) == \
+        "params must be a dict {name: ndarray}, got list"
+    assert message(lambda: check_params(config, {**params, "model.norm.weight": [1.0]})) == \
+        "params: 'model.norm.weight' must be a float NumPy array, got list"
+    assert message(lambda: check_params(config, {**params, "model.norm.weight": np.ones(8, int)})) \
+        == "params: 'model.norm.weight' must be a float NumPy array, got int64"
+
+
+def test_reading_rejections_in_full(tmp_path):
+    ckpt = copy_fixture(tmp_path)
+    (ckpt / INDEX).write_text("{}")
+    assert message(lambda: load_checkpoint(ckpt)) == \
+        f"{ckpt}: holds both {SINGLE} and {INDEX}; remove the stale one"
+    (ckpt / SINGLE).unlink()
+    assert message(lambda: load_checkpoint(ckpt)) == (
+        f"{ckpt / INDEX}: not a valid index (a JSON object with a weight_map was expected: "
+        f"KeyError('weight_map'))")
+    (ckpt / INDEX).write_text(json.dumps({"weight_map": {"a": 1}}))
+    assert message(lambda: load_checkpoint(ckpt)) == \
+        f"{ckpt / INDEX}: weight_map must map tensor names to shard file names"
+    (ckpt / INDEX).write_text(json.dumps({"weight_map": {"a": "../model.safetensors"}}))
+    assert message(lambda: load_checkpoint(ckpt)) == (
+        f"{ckpt / INDEX}: tensor 'a' is mapped to '../model.safetensors', which is not a file "
+        f"in {ckpt}")
+    (ckpt / INDEX).unlink()
+    assert message(lambda: load_checkpoint(ckpt)) == \
+        f"{ckpt}: no {SINGLE} (or sharded {INDEX}) found"
+
+
+def test_a_single_file_carries_the_metadata_transformers_requires(tmp_path):
+    config, params = small_model()
+    save_checkpoint(tmp_path / "ck", config, params)
+    with safetensors.safe_open(tmp_path / "ck" / SINGLE, framework="np") as f:
+        assert f.metadata() == {"format": "pt"}
+
+
+@pytest.mark.parametrize("limit, plan", [
+    (5, [["a", "b"], ["c", "d"], ["e"], ["f"]]),     # 3 + 2 and 4 + 1 fill a shard exactly
+    (4, [["a"], ["b"], ["c"], ["d", "e"], ["f"]]),
+    (9, [["a", "b", "c"], ["d", "e", "f"]]),
+    (1, [["a"], ["b"], ["c"], ["d"], ["e"], ["f"]]),  # each tensor larger than 1 byte: alone
+    (None, [["a", "b", "c", "d", "e", "f"]]),
+])
+def test_the_shard_plan_is_greedy_in_order(limit, plan):
+    sizes = {"a": 3, "b": 2, "c": 4, "d": 1, "e": 1, "f": 7}
+    assert _plan_shards(list(sizes), sizes, limit) == plan
+
+
+def test_a_limit_of_one_byte_gives_every_tensor_a_shard(tmp_path):
+    config, params = small_model()
+    save_checkpoint(tmp_path / "ck", config, params, max_shard_bytes=1)
+    weight_map = json.loads((tmp_path / "ck" / INDEX).read_text())["weight_map"]
+    assert len(set(weight_map.values())) == len(params)

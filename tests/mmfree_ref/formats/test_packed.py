@@ -6,6 +6,7 @@ flipped to another ternary code, a scale's low bit, a config field), and v1 file
 import hashlib
 import json
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -297,3 +298,112 @@ def test_v1_files_and_files_without_a_checksum_are_refused(tmp_path):
     rewrite(path, lambda t: None, v1)
     with pytest.raises(ValueError, match=f"m\\.st: metadata 'sha256' is missing .*{FORMAT}"):
         load_packed(path)
+
+
+@pytest.mark.parametrize("suffix, stored, want", [
+    (".packed", np.float32, "U8"),          # a float where an integer belongs is refused too
+    (".d_in", np.float64, "I64"),
+    (".d_in", np.int32, "I64"),
+    ("", np.int64, "a float dtype"),        # model.norm.weight
+])
+def test_a_tensor_stored_in_the_wrong_dtype_is_named_in_full(tmp_path, suffix, stored, want):
+    path, _ = small_export(tmp_path)
+    name = (W if suffix else "model.norm.weight") + suffix
+    code = {np.float32: "F32", np.float64: "F64", np.int32: "I32", np.int64: "I64"}[stored]
+    rewrite(path, lambda t: t.update({name: t[name].astype(stored)}))
+    with pytest.raises(ValueError) as e:
+        load_packed(path)
+    assert str(e.value) == f"{path}: tensor {name!r} is stored as {code}, expected {want}"
+
+
+def test_a_checksum_mismatch_names_both_digests(tmp_path):
+    """The message shows the first 16 hex digits of what the file hashes to and of what it
+    records, so two reports of one corrupt file can be matched by eye."""
+    path, _ = small_export(tmp_path)
+    _, metadata, _ = read_header(path)
+    recorded = "0123456789abcdef" * 4
+    rewrite(path, lambda t: None, {**metadata, "sha256": recorded})
+    got = export_digest(metadata["config"], st_lib.load_file(path))
+    with pytest.raises(ValueError) as e:
+        load_packed(path)
+    assert str(e.value) == (f"{path}: checksum mismatch (the config and tensors hash to "
+                            f"{got[:16]}..., the file records 0123456789abcdef...): the file is "
+                            f"corrupt; export it again")
+
+
+def test_save_packed_rejections_in_full(tmp_path):
+    config = HGRNBitConfig(vocab_size=5, hidden_size=6, num_hidden_layers=1, intermediate_size=3)
+    model = pack_params(config, init_params(config, 0))
+    with pytest.raises(ValueError) as e:
+        save_packed(tmp_path / "m.st", config)
+    assert str(e.value) == ("save_packed takes a PackedModel (pack_params(config, params)), got "
+                            "HGRNBitConfig")
+    with pytest.raises(ValueError) as e:
+        save_packed(tmp_path / "m.st", model, float_dtype="F32")
+    assert str(e.value) == ("float_dtype must be one of float64, float32, float16, bfloat16, "
+                            "got 'F32'")
+
+
+def test_an_overflow_is_reported_once_as_an_error_not_a_warning(tmp_path):
+    config = HGRNBitConfig(vocab_size=5, hidden_size=6, num_hidden_layers=1, intermediate_size=3)
+    params = init_params(config, 0)
+    params["model.norm.weight"][2] = 1e5                    # past float16's 65504
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="'model.norm.weight': finite values overflow F16"):
+            save_packed(tmp_path / "m.st", pack_params(config, params), float_dtype="float16")
+    assert not (tmp_path / "m.st").exists()
+
+
+def test_big_endian_weights_export_and_load(tmp_path):
+    """The checksum is over little-endian bytes: a model made from big-endian arrays (a scale
+    in W's own dtype is then big-endian too) hashes as the file will be read back."""
+    config = HGRNBitConfig(vocab_size=5, hidden_size=6, num_hidden_layers=1, intermediate_size=3)
+    params = init_params(config, 0)
+    swapped = {n: x.astype(x.dtype.newbyteorder(">")) for n, x in params.items()}
+    assert pack_params(config, swapped).ternary["lm_head.weight"].scale.dtype.byteorder == ">"
+    save_packed(tmp_path / "m.st", pack_params(config, swapped), float_dtype="float64")
+    assert_same_model(load_packed(tmp_path / "m.st"),
+                      save_load(pack_params(config, params), "float64"))
+
+
+@pytest.mark.parametrize("stored, dtype", [("float64", np.float32), ("float32", np.float64),
+                                           ("float16", np.float32), ("bfloat16", None)])
+def test_load_packed_gives_the_floats_in_the_dtype_asked_for(tmp_path, stored, dtype):
+    """dtype=None keeps the stored dtype (bfloat16 as float32); the scales keep theirs."""
+    config = HGRNBitConfig(vocab_size=5, hidden_size=6, num_hidden_layers=1, intermediate_size=3)
+    params = init_params(config, 0)
+    save_packed(tmp_path / "m.st", pack_params(config, params), float_dtype=stored)
+    model = load_packed(tmp_path / "m.st", dtype=dtype)
+    want = np.dtype(dtype or (np.float32 if stored == "bfloat16" else stored))
+    assert {x.dtype for x in model.floats.values()} == {want}
+    assert {w.scale.dtype for w in model.ternary.values()} == {np.dtype(np.float64)}
+    stored_values = load_packed(tmp_path / "m.st").floats
+    assert all(np.array_equal(model.floats[n], x.astype(want)) for n, x in stored_values.items())
+
+
+def test_a_bad_config_in_the_metadata_is_named(tmp_path):
+    path, config = small_export(tmp_path)
+    _, metadata, _ = read_header(path)
+    bad = {**json.loads(metadata["config"]), "hidden_size": 0}
+    rewrite(path, lambda t: None, {**metadata, "config": json.dumps(bad)})
+    with pytest.raises(ValueError) as e:
+        load_packed(path)
+    assert str(e.value) == (f"{path}: metadata 'config': hidden_size must be a positive "
+                            f"integer, got 0")
+
+
+@pytest.mark.parametrize("float_dtype", ["float64", "float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("weight_dtype", ["float64", "float32"])
+def test_sizes_from_shapes_match_the_file_in_every_dtype(tmp_path, float_dtype, weight_dtype):
+    config = HGRNBitConfig(vocab_size=13, hidden_size=10, num_hidden_layers=1,
+                           intermediate_size=7)
+    params = init_params(config, 1, getattr(np, weight_dtype))
+    save_packed(tmp_path / "m.st", pack_params(config, params), float_dtype=float_dtype)
+    _, _, data_start = read_header(tmp_path / "m.st")
+    sizes = packed_sizes(config, float_dtype=float_dtype, weight_dtype=weight_dtype)
+    assert (tmp_path / "m.st").stat().st_size - data_start == sizes["export"]
+    ternary = sum(x.size for n, x in params.items() if is_ternary_weight(n))
+    assert sizes["ternary_float32"] == 4 * ternary
+    assert sizes["model_float32"] == 4 * sum(x.size for x in params.values())
+    assert sizes["export"] == sizes["ternary_packed"] + sizes["other"]

@@ -44,3 +44,52 @@ def test_nonzero_pad_rejected_and_bad_input_named():
         unpack_ternary(np.array([1], np.int8), 4)
     with pytest.raises(ValueError, match=r"last axis ceil\(5/4\) = 2"):
         unpack_ternary(np.array([1], np.uint8), 5)
+
+
+@pytest.mark.parametrize("lead", [(), (3,), (2, 3)])
+def test_any_number_of_leading_axes_and_the_codes_dtype(lead):
+    """A single row, a stack of rows, a stack of matrices: packed along the last axis only; the
+    codes come back as int8 (the dtype every engine indexes with), not as a wider integer."""
+    t = np.random.default_rng(len(lead)).integers(-1, 2, lead + (7,)).astype(np.int8)
+    p = pack_ternary(t)
+    assert p.shape == lead + (2,)
+    back = unpack_ternary(p, 7)
+    assert back.dtype == np.int8 and back.shape == t.shape and np.array_equal(back, t)
+    assert np.array_equal(back.reshape(-1, 7), unpack_ternary(p.reshape(-1, 2), 7))
+
+
+@pytest.mark.parametrize("packed, d_in, message", [
+    ([1], 4, "packed must be a uint8 array, got list"),
+    (np.array([1], np.int8), 4, "packed must be a uint8 array, got int8"),
+    (np.array([1], np.uint8), 5, "packed must have last axis ceil(5/4) = 2, got shape (1,)"),
+    (np.uint8(1), 4, "packed must be a uint8 array, got uint8"),    # a NumPy scalar, not an array
+    (np.array([0b11 << 2], np.uint8), 4,
+     "packed holds the unused 2-bit code 0b11: not a packed ternary array"),
+    (np.array([0b01 << 6], np.uint8), 3, "packed has non-zero pad weights beyond d_in"),
+])
+def test_unpack_rejections_in_full(packed, d_in, message):
+    with pytest.raises(ValueError) as e:
+        unpack_ternary(packed, d_in)
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize("t, message", [
+    (np.int8(1), "t must be a NumPy array, got int8"),
+    (np.array(1, np.int8), "t must have at least 1 dimension, got shape ()"),
+    (np.array([0.0, 1.0]), "t must be an integer array, got dtype float64"),
+    (np.array([1, -2], np.int64), "t must hold only -1, 0 and +1 (a ternary weight array)"),
+    (np.array([[0], [2]], np.uint8), "t must hold only -1, 0 and +1 (a ternary weight array)"),
+])
+def test_pack_rejections_in_full(t, message):
+    with pytest.raises(ValueError) as e:
+        pack_ternary(t)
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int64, np.uint8])
+def test_pack_takes_any_integer_dtype_and_an_empty_row(dtype):
+    t = np.array([[1, 0, 1], [0, 0, 0]]).astype(dtype)
+    assert pack_ternary(t).tolist() == [[0b01_00_01], [0]]
+    empty = pack_ternary(np.zeros((3, 0), dtype))
+    assert empty.shape == (3, 0) and empty.dtype == np.uint8
+    assert unpack_ternary(empty, 0).shape == (3, 0)

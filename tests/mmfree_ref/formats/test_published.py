@@ -7,6 +7,7 @@ Peak memory at the 2.7B shape is measured outside the suite (its checkpoint is 5
 published.py's docstring gives the numbers and how; here a small model is held to the same
 arithmetic with tracemalloc.
 """
+import errno
 import json
 import os
 import tracemalloc
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tqdm import tqdm
 
 from mmfree_ref.config import HGRNBitConfig
 from mmfree_ref.formats import published
@@ -226,9 +228,31 @@ def test_corrupt_cache_is_rebuilt_with_a_message(tmp_path):
     assert published.cache_problem(ckpt) is None
 
 
+def edit_record(change):
+    """A damage: the record rewritten after change(record) (a dict, edited in place)."""
+    def damage(ckpt):
+        record = json.loads((ckpt / RECORD).read_text())
+        change(record)
+        (ckpt / RECORD).write_text(json.dumps(record))
+    return damage
+
+
+NOT_A_RECORD = f"{RECORD} is not a {published.RECORD_FORMAT} record"
+
+
 @pytest.mark.parametrize("damage, why", [
     (lambda c: (c / RECORD).unlink(), f"{RECORD} is missing"),
     (lambda c: (c / RECORD).write_text("{"), f"{RECORD} is not valid JSON"),
+    (lambda c: (c / RECORD).write_text("[1, 2]"), NOT_A_RECORD),
+    (edit_record(lambda r: r.update(format="mmfree-packed-cache-v0")), NOT_A_RECORD),
+    (edit_record(lambda r: r.pop("format")), NOT_A_RECORD),
+    # a record without its sources, or missing one of them, matches none of them or not that one
+    (edit_record(lambda r: r.pop("sources")),
+     "source config.json changed since the cache was made (size or mtime)"),
+    (edit_record(lambda r: r.update(sources=[1])),
+     "source config.json changed since the cache was made (size or mtime)"),
+    (edit_record(lambda r: r["sources"].pop(INDEX)),
+     f"source {INDEX} changed since the cache was made (size or mtime)"),
     (lambda c: (c / CACHE).write_bytes((c / CACHE).read_bytes() + b" "),
      f"{CACHE} was changed after its record was written"),
 ])
@@ -300,3 +324,222 @@ def test_bf16_rounding_is_what_the_fixture_stores(bf16_ckpt):
     w = published_params(config)["lm_head.weight"]
     assert np.array_equal(params["lm_head.weight"], bfloat16_to_float32(float_to_bfloat16(w)))
     assert not np.array_equal(params["lm_head.weight"], w.astype(np.float32))
+
+
+# ----------------------------------------------------------------------------- what is written
+
+def test_the_default_log_and_progress_bar_go_to_stderr(tmp_path, capsys):
+    ckpt = fresh_bf16(tmp_path)
+    load_published(ckpt)
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "packing: 100%" in err
+    assert err.endswith(f"\n{ckpt}: packed weights cached in {CACHE} (later loads read it)\n")
+
+
+@pytest.mark.parametrize("cache", [True, False])
+@pytest.mark.parametrize("progress", [True, False])
+def test_a_progress_bar_exactly_when_asked(tmp_path, capsys, cache, progress):
+    load_published(fresh_bf16(tmp_path), cache=cache, progress=progress, log=lambda m: None)
+    assert ("packing:" in capsys.readouterr().err) == progress
+
+
+def test_the_record_in_full(tmp_path):
+    """Name, size and mtime_ns of every source and of the cache, as indented sorted JSON."""
+    ckpt = fresh_bf16(tmp_path)
+    load_published(ckpt, progress=False, log=lambda m: None)
+
+    def stat(path):
+        st_ = os.stat(path)
+        return {"size": st_.st_size, "mtime_ns": st_.st_mtime_ns}
+
+    names = ["config.json", INDEX] + sorted(p.name for p in ckpt.glob("model-*.safetensors"))
+    record = {"format": "mmfree-packed-cache-v1", "sources": {n: stat(ckpt / n) for n in names},
+              "cache": stat(ckpt / CACHE)}
+    assert (ckpt / RECORD).read_text() == json.dumps(record, indent=2, sort_keys=True) + "\n"
+
+
+def test_source_files_of_one_file_and_of_shards(bf16_ckpt, tmp_path):
+    config, params = load_checkpoint(bf16_ckpt, dtype=np.float32)
+    save_checkpoint(tmp_path / "one", config, params)
+    assert published.source_files(tmp_path / "one") == [tmp_path / "one" / "config.json",
+                                                        tmp_path / "one" / "model.safetensors"]
+    shards = sorted(bf16_ckpt.glob("model-*.safetensors"))
+    assert published.source_files(bf16_ckpt) == [bf16_ckpt / "config.json",
+                                                 bf16_ckpt / INDEX] + shards
+
+
+def test_a_float64_checkpoint_is_cached_in_float64(tmp_path):
+    """The reference fixture is F64: its cache keeps the floats in F64, so a load from the
+    cache is the same model as the first, packed one."""
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    for f in (REF_SMALL / "ckpt").iterdir():
+        ckpt.joinpath(f.name).write_bytes(f.read_bytes())
+    first = load_published(ckpt, progress=False, log=lambda m: None)
+    infos = published.read_header(ckpt / CACHE)[0]
+    assert {infos[n].dtype for n in first.floats} == {"F64"}
+    again = load_published(ckpt, progress=False, log=lambda m: None)
+    assert published.cache_problem(ckpt) is None
+    assert_same_model(again, first)
+    assert_same_model(again, reference(ckpt, np.float64))
+
+
+def test_a_directory_the_cache_cannot_be_written_to_is_named(tmp_path, monkeypatch):
+    ckpt = fresh_bf16(tmp_path)
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+    monkeypatch.setattr(published.Path, "touch", read_only)
+    with pytest.raises(ValueError) as e:
+        load_published(ckpt, progress=False, log=lambda m: None)
+    assert str(e.value) == (f"{ckpt}: cannot write the packed cache there "
+                            f"({os.strerror(errno.EROFS)}); load with cache=False (mmfree: "
+                            f"--no-cache)")
+
+
+def test_pack_weight_packs_whole_rows_about_block_weights_at_a_time(monkeypatch):
+    """pack_ternary's temporaries are what the block bounds: with block = 8, rows of 3 go two
+    at a time, rows of 1 eight at a time, a row longer than the block alone; each row once."""
+    chunks = []
+
+    def counted(t):
+        chunks.append(t.shape[0])
+        return pack_ternary(t)
+    monkeypatch.setattr(published, "pack_ternary", counted)
+    for d_in, want in [(3, [2, 2, 2, 1]), (1, [7]), (8, [1] * 7), (17, [1] * 7)]:
+        chunks.clear()
+        w = np.random.default_rng(d_in).standard_normal((7, d_in))
+        got = pack_weight(w, block=8)
+        assert chunks == want, d_in
+        assert np.array_equal(got.packed, pack_ternary(absmean_ternary(w)[0]))
+
+
+def test_the_largest_tensors_are_read_first(bf16_ckpt, monkeypatch):
+    """lm_head (32000 x 16) before the embeddings of the same size (a BitLinear weight first),
+    then the GLU's gate (512 x 16) and down (16 x 256) weights, then the 256-element tensors
+    (in file order among equals)."""
+    read = []
+    real = published.load_safetensors
+
+    def recorded(path, dtype, names):
+        read.extend(names)
+        return real(path, dtype=dtype, names=names)
+    monkeypatch.setattr(published, "load_safetensors", recorded)
+    pack_checkpoint(bf16_ckpt, progress=False)
+    p = "model.layers.0."
+    assert read[:9] == ["lm_head.weight", "model.embeddings.weight", p + "mlp.gate_proj.weight",
+                        p + "mlp.down_proj.weight", p + "attn.i_proj.weight",
+                        p + "attn.f_proj.weight", p + "attn.g_proj.weight",
+                        p + "attn.o_proj.weight", p + "mlp.down_proj.norm.weight"]
+    assert sorted(read) == sorted(param_shapes(published_config()))
+
+
+def test_the_progress_bar_counts_bytes(bf16_ckpt, capsys):
+    """On by default, in bytes with k/M prefixes up to the checkpoint's tensor data in total."""
+    pack_checkpoint(bf16_ckpt)
+    total = sum(info.end - info.begin
+                for _, info in published.checkpoint_tensors(bf16_ckpt)[1].values())
+    assert total > 1000
+    done = f"| {tqdm.format_sizeof(total)}/{tqdm.format_sizeof(total)} ["
+    err = capsys.readouterr().err
+    assert "packing: 100%" in err and done in err and "B/s]" in err, err
+    pack_checkpoint(bf16_ckpt, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_a_nan_in_a_shard_is_named(tmp_path):
+    ckpt = fresh_bf16(tmp_path)
+    index = json.loads((ckpt / INDEX).read_text())
+    shard = ckpt / index["weight_map"]["model.layers.0.attn.o_proj.weight"]
+    tensors = load_safetensors(shard, dtype=np.float32)
+    tensors["model.layers.0.attn.o_proj.weight"][2, 3] = np.nan
+    save_safetensors(shard, tensors, {"format": "pt"}, float_dtype="BF16")
+    with pytest.raises(ValueError) as e:
+        pack_checkpoint(ckpt, progress=False)
+    assert str(e.value) == (f"{shard}: tensor 'model.layers.0.attn.o_proj.weight' contains NaN "
+                            f"or inf (1 values, the first at index (2, 3)); finite weights were "
+                            f"expected")
+
+
+def test_shard_names_that_disagree_on_the_count(tmp_path):
+    """model-00004-of-00004 renamed model-00004-of-00005: two totals, both named."""
+    ckpt = fresh_bf16(tmp_path)
+    old, new = "model-00004-of-00004.safetensors", "model-00004-of-00005.safetensors"
+    (ckpt / old).rename(ckpt / new)
+    index = json.loads((ckpt / INDEX).read_text())
+    index["weight_map"] = {n: new if f == old else f for n, f in index["weight_map"].items()}
+    (ckpt / INDEX).write_text(json.dumps(index))
+    with pytest.raises(ValueError) as e:
+        pack_checkpoint(ckpt, progress=False)
+    assert str(e.value) == (f"{ckpt / INDEX}: shard names disagree on the number of shards "
+                            f"(4, 5)")
+
+
+@pytest.mark.parametrize("lost", [1, 4])
+def test_the_first_or_last_shard_missing_from_the_index(tmp_path, lost):
+    ckpt = fresh_bf16(tmp_path)
+    shard = f"model-0000{lost}-of-00004.safetensors"
+    index = json.loads((ckpt / INDEX).read_text())
+    index["weight_map"] = {n: f for n, f in index["weight_map"].items() if f != shard}
+    (ckpt / INDEX).write_text(json.dumps(index))
+    (ckpt / shard).unlink()
+    with pytest.raises(ValueError) as e:
+        pack_checkpoint(ckpt, progress=False)
+    assert str(e.value) == (f"{ckpt / INDEX}: maps no tensor to shard {shard} (1 of the 4 "
+                            f"shards are missing from the index)")
+
+
+def test_not_a_directory_is_named(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError) as e:
+        load_published(tmp_path / "model.safetensors", progress=False, log=lambda m: None)
+    assert str(e.value) == (f"{tmp_path / 'model.safetensors'}: not a checkpoint directory "
+                            f"(expected config.json and model.safetensors or {INDEX})")
+
+
+def message(make):
+    with pytest.raises(ValueError) as e:
+        make()
+    return str(e.value)
+
+
+def rewrite_shard_of(ckpt, name, change):
+    """Rewrite the shard holding tensor `name` after change(tensors) -> that shard's path."""
+    shard = ckpt / json.loads((ckpt / INDEX).read_text())["weight_map"][name]
+    tensors = load_safetensors(shard, dtype=np.float32)
+    change(tensors)
+    save_safetensors(shard, tensors, {"format": "pt"}, float_dtype="BF16")
+    return shard
+
+
+def test_rejections_name_the_shard_in_full(tmp_path):
+    ckpt = fresh_bf16(tmp_path, seed=1)
+    norm = "model.norm.weight"
+    shard = rewrite_shard_of(ckpt, norm, lambda t: t.update({norm: np.ones(16, np.int64)}))
+    assert message(lambda: pack_checkpoint(ckpt, progress=False)) == (
+        f"{shard}: tensor 'model.norm.weight' is stored as I64; a float dtype (F64, F32, F16, "
+        f"BF16) was expected")
+    shard = rewrite_shard_of(ckpt, norm, lambda t: t.update({norm: np.ones(17, np.float32)}))
+    assert message(lambda: pack_checkpoint(ckpt, progress=False)) == (
+        f"{shard}: tensor 'model.norm.weight' has shape (17,) but config.json implies (16,) = "
+        f"(hidden_size) with hidden_size=16")
+    rewrite_shard_of(ckpt, norm, lambda t: t.pop(norm))
+    index = json.loads((ckpt / INDEX).read_text())
+    del index["weight_map"][norm]
+    (ckpt / INDEX).write_text(json.dumps(index))
+    assert message(lambda: pack_checkpoint(ckpt, progress=False)) == \
+        f"{ckpt}: missing tensor 'model.norm.weight' of shape (16,)"
+
+
+def test_a_tensor_the_index_puts_in_another_shard(tmp_path):
+    ckpt = fresh_bf16(tmp_path)
+    index = json.loads((ckpt / INDEX).read_text())
+    files = sorted(set(index["weight_map"].values()))
+    held = {f: [n for n, g in index["weight_map"].items() if g == f] for f in files}
+    shard = next(f for f in files[:-1] if len(held[f]) > 1)    # keeps a tensor of its own
+    index["weight_map"][held[shard][0]] = files[-1]             # read after `shard`
+    (ckpt / INDEX).write_text(json.dumps(index))
+    assert message(lambda: pack_checkpoint(ckpt, progress=False)) == (
+        f"{ckpt / shard}: holds tensor {held[shard][0]!r}, which {INDEX} does not map to this "
+        f"shard")

@@ -3,6 +3,7 @@ hand-made bfloat16 bit patterns and an exact rational rounding oracle, and on br
 import json
 import os
 import tempfile
+import warnings
 from fractions import Fraction
 from pathlib import Path
 
@@ -153,8 +154,23 @@ def test_bf16_ties_go_to_even_and_float64_rounds_once():
     assert sio.float_to_bfloat16(np.array(one + 3 * 2 ** -8)) == 0x3F82    # tie -> even 0x3F82
     # Just above the tie: float64 -> float32 would round onto the tie, then to 0x3F80.
     assert sio.float_to_bfloat16(np.array(one + 2 ** -8 + 2 ** -30)) == 0x3F81
+    # A quarter float32 ulp below 0x3F808001, the float32 just above the tie: float32 rounds
+    # it up, away from zero; stepped back one ulp to 0x3F808000 and made odd, it stays above
+    # the tie and goes up to 0x3F81 (two ulps back would land below the tie, on 0x3F80).
+    assert sio.float_to_bfloat16(np.array(one + 2 ** -8 + 2 ** -23 - 2 ** -25)) == 0x3F81
+    assert sio.float_to_bfloat16(np.array(-(one + 2 ** -8 + 2 ** -23 - 2 ** -25))) == 0xBF81
     nan = sio.float_to_bfloat16(np.array([np.nan, -np.nan]))
     assert np.all(np.isnan(sio.bfloat16_to_float32(nan)))
+
+
+def test_float64_past_the_float32_range_rounds_without_a_warning():
+    """1e39 is past float32's range but a finite float64: it becomes bfloat16 inf (past the
+    largest bfloat16 by more than half an ulp) quietly; the caller decides whether that is an
+    error (save_safetensors: it is)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert sio.float_to_bfloat16(np.array([1e39, -1e39, 3.3e38])).tolist() == \
+            [0x7F80, 0xFF80, 0x7F78]
 
 
 _POSITIVE_BF16 = sio.bfloat16_to_float32(np.arange(0x0000, 0x7F81, dtype=np.uint16)).astype(
@@ -251,6 +267,12 @@ def entry(dtype="F32", shape=(2,), offsets=(0, 8)):
     ({"w": entry(shape=(3,))}, 8, r"tensor 'w': shape \[3\] of F32 needs 12 bytes but "
                                   r"data_offsets \[0, 8\] span 8"),
     ({"w": entry(shape=(-2,))}, 8, "tensor 'w': shape must be a list of non-negative"),
+    # JSON numbers that are not integers, and true (which Python counts as 1), are refused
+    ({"w": entry(shape=(2.0,))}, 8, r"tensor 'w': shape must be a list of non-negative "
+                                    r"integers, got \[2\.0\]"),
+    ({"w": entry(shape=(True, 2))}, 8, r"tensor 'w': shape must be a list .* got \[True, 2\]"),
+    ({"w": entry(offsets=(0.0, 8))}, 8, r"tensor 'w': data_offsets must be \[begin, end\] with "
+                                        r"0 <= begin <= end, got \[0\.0, 8\]"),
     ({"w": entry(offsets=(8, 0))}, 8, "tensor 'w': data_offsets must be"),
     ({"w": {"dtype": "F32", "shape": [2]}}, 8, "tensor 'w': header entry must have exactly"),
     ({"w": entry(), "v": entry(offsets=(4, 12))}, 12, "tensor 'v' .* overlaps 'w'"),
@@ -316,3 +338,114 @@ def test_reference_fixture_reads_like_the_library():
     ours, theirs = sio.load_safetensors(path, dtype=None), st_lib.load_file(path)
     assert set(ours) == set(theirs) and len(ours) == 35
     assert all(same(ours[k], theirs[k]) for k in ours)
+
+
+def test_nan_becomes_the_quiet_bfloat16_nan_with_its_sign():
+    """float32 NaNs whose payload lies only in the low 16 bits would truncate to inf; they
+    become quiet NaNs (bit 6 of the pattern set), as every other NaN, the sign kept."""
+    signalling = np.array([0x7F800001, 0xFF800001, 0x7FC00000, 0xFFC00000], np.uint32)
+    got = sio.float_to_bfloat16(signalling.view(np.float32))
+    assert got.tolist() == [0x7FC0, 0xFFC0, 0x7FC0, 0xFFC0]
+    assert sio.float_to_bfloat16(np.array([np.nan, -np.nan])).tolist() == [0x7FC0, 0xFFC0]
+
+
+def test_a_file_cut_while_it_is_read_names_the_tensor(tmp_path, monkeypatch):
+    """The header was checked against the file's size; if the file is cut after that (another
+    process rewriting it), the short read names the tensor."""
+    path = good_file(tmp_path)
+    header = sio.read_header(path)
+    path.write_bytes(path.read_bytes()[:-4])
+    monkeypatch.setattr(sio, "read_header", lambda p: header)
+    with pytest.raises(ValueError) as e:
+        sio.load_safetensors(path)
+    assert str(e.value) == f"{path}: truncated safetensors file: tensor 'b' is cut short"
+
+
+def test_every_tensor_starts_aligned_to_its_item_size(tmp_path):
+    """Laid out by decreasing item size (then name): a memory map can view each in place."""
+    tensors = {"a": np.ones(3, np.uint8), "b": np.ones(2), "c": np.ones(1, np.float16),
+               "d": np.ones(3, np.int32), "e": np.ones(1, np.bool_)}
+    sio.save_safetensors(tmp_path / "x.st", tensors)
+    infos, _, data_start = sio.read_header(tmp_path / "x.st")
+    assert data_start % 8 == 0
+    assert [n for _, n in sorted((i.begin, n) for n, i in infos.items())] == list("bdcae")
+    for name, info in infos.items():
+        assert info.begin % tensors[name].itemsize == 0, name
+
+
+def test_no_metadata_writes_no_metadata_entry(tmp_path):
+    """As the library writes it: without metadata the header holds the tensors alone, as
+    compact JSON (no spaces but the padding to 8 bytes)."""
+    sio.save_safetensors(tmp_path / "x.st", {"x": np.ones(2)})
+    data = (tmp_path / "x.st").read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    assert set(json.loads(data[8:8 + n])) == {"x"}
+    assert data[8:8 + n].rstrip(b" ") == b'{"x":{"dtype":"F64","shape":[2],"data_offsets":[0,16]}}'
+
+
+def test_reading_and_writing_rejections_in_full(tmp_path):
+    path = good_file(tmp_path)
+    with pytest.raises(ValueError) as e:
+        sio.load_safetensors(path, dtype=np.int32)
+    assert str(e.value) == "dtype must be a float dtype or None, got <class 'numpy.int32'>"
+    with pytest.raises(ValueError) as e:
+        sio.save_safetensors(path, [np.ones(1)])
+    assert str(e.value) == "tensors must be a dict {name: ndarray}, got list"
+    cases = [({"x": [1.0]}, "tensor 'x' must be a NumPy array, got list"),
+             ({"": np.ones(1)}, "tensor names must be non-empty strings other than "
+                                "'__metadata__', got ''")]
+    if np.dtype(np.longdouble).itemsize > 8:              # not float64 itself (as on Windows)
+        cases.append(({"x": np.ones(1, np.longdouble)}, f"tensor 'x': dtype "
+                      f"{np.dtype(np.longdouble)} cannot be stored; pass float_dtype"))
+    for tensors, why in cases:
+        with pytest.raises(ValueError) as e:
+            sio.save_safetensors(path, tensors)
+        assert str(e.value) == f"{path}: {why}"
+    with pytest.raises(ValueError) as e:
+        sio.save_safetensors(path, {"x": np.array([1 + 2j])})
+    assert str(e.value) == (f"{path}: tensor 'x': dtype complex128 has no safetensors equivalent "
+                            f"here (supported: F64, F32, F16, BF16, I64, I32, I16, I8, U64, U32, "
+                            f"U16, U8, BOOL)")
+
+
+def header_error(tmp_path, header_bytes):
+    """The message read_header gives for a file of this header (padded with 8 zero bytes)."""
+    path = tmp_path / "x.st"
+    path.write_bytes(len(header_bytes).to_bytes(8, "little") + header_bytes + bytes(8))
+    with pytest.raises(ValueError) as e:
+        sio.read_header(path)
+    return str(e.value).removeprefix(f"{path}: ")
+
+
+def test_header_rejections_in_full(tmp_path):
+    assert header_error(tmp_path, b'{"a": 1, "a": 2}') == \
+        "corrupt safetensors header: key 'a' appears twice"
+    assert header_error(tmp_path, b"[1, 2]") == \
+        "corrupt safetensors header: a JSON object was expected, got list"
+    assert header_error(tmp_path, b'{"__metadata__": {"k": 3}}') == \
+        "corrupt safetensors header: __metadata__ must map strings to strings, got {'k': 3}"
+    entry = b'{"w": {"dtype": "C64", "shape": [1], "data_offsets": [0, 8]}}'
+    assert header_error(tmp_path, entry) == (
+        "tensor 'w': unknown dtype 'C64' (supported: F64, F32, F16, BF16, I64, I32, I16, I8, "
+        "U64, U32, U16, U8, BOOL)")
+    assert header_error(tmp_path, b'{"w": {"dtype": "F32", "shape": [1], "data_offsets": 5}}') \
+        == "tensor 'w': data_offsets must be [begin, end] with 0 <= begin <= end, got 5"
+    entry = b'{"w": {"dtype": "F32", "shape": [3], "data_offsets": [4, 12]}}'
+    assert header_error(tmp_path, entry) == \
+        "tensor 'w': shape [3] of F32 needs 12 bytes but data_offsets [4, 12] span 8"
+
+
+def test_a_header_length_past_the_end_in_full(tmp_path):
+    """A length a few bytes past the end of the file, and one just at the 100 MB limit."""
+    path = tmp_path / "x.st"
+    path.write_bytes((15).to_bytes(8, "little") + b"{}" + bytes(10))       # 12 bytes follow
+    with pytest.raises(ValueError) as e:
+        sio.read_header(path)
+    assert str(e.value) == (f"{path}: corrupt or truncated safetensors file: header length 15 "
+                            f"is larger than the 12 bytes that follow it")
+    limit = sio.HEADER_LIMIT
+    with open(path, "wb") as f:                        # sparse: the limit itself is allowed
+        f.write(limit.to_bytes(8, "little"))
+        f.truncate(8 + limit)
+    with pytest.raises(ValueError, match="not valid JSON"):
+        sio.read_header(path)
