@@ -157,6 +157,15 @@ def require_wgmma():
                          f"is {found[0]}.{found[1]}")
 
 
+def has_wgmma():
+    """True where require_wgmma passes (a Hopper GPU, or the simulator)."""
+    try:
+        require_wgmma()
+    except ValueError:
+        return False
+    return True
+
+
 # --------------------------------------------------------------------------- layout
 
 def kmajor_codes(x):

@@ -27,7 +27,8 @@ Precision: float32 activations, exact int8 x ternary products; the logits agree 
 oracle within the bound measured and asserted in tests/gpu/decode/test_decoder.py.
 `GPUDecoder.random(config)` builds a model of any size with random ternary weights (benchmarks).
 Device: compute capability 8.0 (the weight ring's cp.async), checked before anything compiles;
-the GEMM prefill 9.x (gpu/gemm_mma.py require_wgmma), checked on the first prefill.
+the GEMM prefill 9.x (gpu/gemm_mma.py require_wgmma), checked on the first prefill; on
+other GPUs `prefill` runs the prompt through the decode step unless asked for GPUPrefill.
 """
 from typing import NamedTuple
 
@@ -405,12 +406,16 @@ class GPUDecoder:
             h.copy_to_device(src, stream=self.stream)
         self.stream.synchronize()
 
-    def prefill(self, ids, token_by_token=False):
+    def prefill(self, ids, token_by_token=None):
         """ids: (B, T) int -> logits (B, V) of the last position; the state holds the prompt.
-        token_by_token: run the prompt through the decode step, one token at a time, instead
-        of GPUPrefill."""
+        token_by_token: True runs the prompt through the decode step, one token at a time;
+        False through GPUPrefill (a one-line error on a GPU without wgmma); None (default)
+        GPUPrefill on a GPU that has wgmma (compute capability 9.x), the decode step on the
+        others (an A100 decodes, but its GEMMs would need another kernel than wgmma)."""
         ids = self._check_prompt(ids)
         self.reset(ids.shape[0])
+        if token_by_token is None:
+            token_by_token = not gemm_mma.has_wgmma()
         if token_by_token:
             for t in range(ids.shape[1]):
                 logits = self.step(ids[:, t])

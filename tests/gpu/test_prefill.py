@@ -312,9 +312,22 @@ def test_a_gpu_without_wgmma_is_refused_before_anything_compiles(layer1, monkeyp
         GPUPrefill.from_decoder(dec)
     assert str(e.value) == want
     with pytest.raises(ValueError) as e:
-        dec.prefill(np.array([[1, 2]]))
+        dec.prefill(np.array([[1, 2]]), token_by_token=False)
     assert str(e.value) == (want + " (prefill(ids, token_by_token=True) runs the prompt "
                             "through the decode step instead)")
+    assert not gemm_mma.has_wgmma()
+
+
+def test_the_default_prefill_on_a_gpu_without_wgmma_is_the_decode_step(layer1, monkeypatch):
+    """prefill(ids) on an A100: token by token (the rule of GPUDecoder.prefill), no GEMM."""
+    c, p, _ = layer1
+    dec = GPUDecoder(p, c)
+    ids = np.array([[1, 2, 3]])
+    want = dec.prefill(ids, token_by_token=True)
+    # what has_wgmma says on an A100 (the test above); the step itself runs in the simulator
+    monkeypatch.setattr(gemm_mma, "has_wgmma", lambda: False)
+    monkeypatch.setattr(GPUDecoder, "prefiller", lambda *a, **k: pytest.fail("GEMM prefill"))
+    assert np.array_equal(dec.prefill(ids), want)
 
 
 # --------------------------------------------------------------------------- GPU only
