@@ -39,7 +39,7 @@ from gpu.activations import ONE32, sigmoid, sigmoid32, silu, silu32, silu_grad
 from gpu.common import TPB, empty
 from gpu.quantize import ROW_RSTD
 from gpu.scan import (check_shape, check_version, choose_chunking, chunked_bound, chunked_grid,
-                      window_folds)
+                      window_steps)
 
 
 @cuda.jit
@@ -97,15 +97,12 @@ def gates_scan_forward_chunked(k, dtype):
     dx, nt, chunk, window = k.dx, k.nt, k.chunk, k.window
     one, zero = dtype(1), dtype(0)
     sig, swish = (sigmoid32, silu32) if dtype == np.float32 else (sigmoid, silu)
-    fold, _ = window_folds(nt)
+    slab_thread, carry, _ = window_steps(k, dtype)
 
     @cuda.jit
     def kernel(i_pre, f_pre, lb, has_lb, h0, has_h0, h, f_out, write_f):
         n_b, n_t, n_d = i_pre.shape
-        n_slab = (n_d + dx - 1) // dx
-        tx, ty = cuda.threadIdx.x % dx, cuda.threadIdx.x // dx
-        b, d = cuda.blockIdx.x // n_slab, (cuda.blockIdx.x % n_slab) * dx + tx
-        live = d < n_d
+        tx, ty, b, d, live = slab_thread(n_d)
         sa = cuda.shared.array((2, nt, dx), dtype)
         sb = cuda.shared.array((2, nt, dx), dtype)
         fr = cuda.local.array(chunk, dtype)
@@ -122,15 +119,7 @@ def gates_scan_forward_chunked(k, dtype):
                 else:
                     fr[j] = one
                     cr[j] = zero
-            a, bb = one, zero
-            for j in range(chunk):
-                a = fr[j] * a
-                bb = fr[j] * bb + cr[j]
-            buf = w % 2
-            sa[buf, ty, tx] = a
-            sb[buf, ty, tx] = bb
-            cuda.syncthreads()
-            acc, s = fold(sa, sb, buf, tx, ty, s)
+            acc, s = carry(fr, cr, sa, sb, w % 2, tx, ty, s)
             for j in range(chunk):
                 acc = fr[j] * acc + cr[j]
                 if live and t0 + j < n_t:
@@ -179,15 +168,12 @@ def gates_scan_backward_chunked(k, dtype):
     one, zero = dtype(1), dtype(0)
     sig, swish, swish_grad = ((sigmoid32, silu32, silu_grad32) if dtype == np.float32
                               else (sigmoid, silu, silu_grad))
-    _, fold = window_folds(nt)
+    slab_thread, _, carry = window_steps(k, dtype)
 
     @cuda.jit
     def kernel(dh, i_pre, f_pre, lb, has_lb, h, h0, has_h0, di, df_pre, dlb, dh0):
         n_b, n_t, n_d = i_pre.shape
-        n_slab = (n_d + dx - 1) // dx
-        tx, ty = cuda.threadIdx.x % dx, cuda.threadIdx.x // dx
-        b, d = cuda.blockIdx.x // n_slab, (cuda.blockIdx.x % n_slab) * dx + tx
-        live = d < n_d
+        tx, ty, b, d, live = slab_thread(n_d)
         sa = cuda.shared.array((2, nt, dx), dtype)
         sb = cuda.shared.array((2, nt, dx), dtype)
         red = cuda.shared.array((nt, dx), dtype)
@@ -216,15 +202,7 @@ def gates_scan_backward_chunked(k, dtype):
                     fr[j] = one
                     gr[j] = zero
                     hp[j] = zero
-            a, bb = one, zero
-            for j in range(chunk - 1, -1, -1):
-                a = fr[j] * a
-                bb = fr[j] * (gr[j] + bb)
-            buf = (n_w - 1 - w) % 2
-            sa[buf, ty, tx] = a
-            sb[buf, ty, tx] = bb
-            cuda.syncthreads()
-            u, s = fold(sa, sb, buf, tx, ty, s)
+            u, s = carry(fr, gr, sa, sb, (n_w - 1 - w) % 2, tx, ty, s)
             for j in range(chunk - 1, -1, -1):
                 g = gr[j] + u
                 t = t0 + j

@@ -31,7 +31,7 @@ Device-level launchers (device arrays in and out, any strides, a stream, no allo
     launch_scan_chunked(f, c, h0, h, stream=0, chunking=None)
     launch_scan_backward_chunked(dh, f, h, h0, df, dc, dh0, stream=0, chunking=None)
 (h0 None: zero state). gpu/mlgru.py's fused gates kernels share this layout (CHUNKINGS,
-choose_chunking, the window folds below).
+choose_chunking, window_steps).
 
 Precision. Sequential: FMA contraction changes at most ~2 roundings per step and gates <= 1 do not
 amplify earlier differences: |h - h_ref| <= 2 (T + 1) eps max(|h| + |c|).
@@ -165,29 +165,58 @@ def chunked_scan_bounds(n_t, chunk, m_h, m_c, m_g, m_dh, dtype):
 
 
 @functools.lru_cache(maxsize=None)
-def window_folds(nt):
-    """Device functions folding the nt chunk aggregates of one channel, sa/sb[buf, k, tx], into
-    the window's incoming state s: -> (the state entering chunk ty, the state leaving the window).
-    fold_forward goes in t order (k = 0 .. nt-1), fold_reverse against it (the backward)."""
+def window_steps(k, dtype):
+    """The device functions every chunked kernel (here and gpu/mlgru.py) builds its window
+    from, for Chunking k and dtype:
+    slab_thread(n_d) -> (tx, ty, b, d, live): this thread's channel d of sequence b, its chunk
+        ty, and whether d < n_d (module docstring's layout);
+    carry_forward(fr, cr, sa, sb, buf, tx, ty, s) -> (the state entering this thread's chunk,
+        the state leaving the window): the chunk's aggregate (prod f, its h from zero) of
+        h_t = f_t h_{t-1} + c_t over fr, cr (chunk,), posted to sa/sb[buf], one barrier, then
+        the nt aggregates of the channel folded into the incoming state s in t order;
+    carry_backward(fr, gr, sa, sb, buf, tx, ty, s): the same for u_t = f_t u_{t+1} + f_t dh_t
+        over fr and gr = dh, folded against t (the backward's carry u entering the chunk
+        from its end, and the carry leaving the window at its start)."""
+    dx, nt, chunk = k.dx, k.nt, k.chunk
+    one, zero = dtype(1), dtype(0)
+
     @cuda.jit(device=True)
-    def fold_forward(sa, sb, buf, tx, ty, s):
+    def slab_thread(n_d):
+        n_slab = (n_d + dx - 1) // dx
+        tx, ty = cuda.threadIdx.x % dx, cuda.threadIdx.x // dx
+        b, d = cuda.blockIdx.x // n_slab, (cuda.blockIdx.x % n_slab) * dx + tx
+        return tx, ty, b, d, d < n_d
+
+    @cuda.jit(device=True)
+    def post_and_fold(a, bb, sa, sb, buf, tx, ty, s, reverse):
+        sa[buf, ty, tx] = a
+        sb[buf, ty, tx] = bb
+        cuda.syncthreads()
         s_in = s
-        for k in range(nt):
-            if k == ty:
+        for i in range(nt):
+            q = nt - 1 - i if reverse else i
+            if q == ty:
                 s_in = s
-            s = sa[buf, k, tx] * s + sb[buf, k, tx]
+            s = sa[buf, q, tx] * s + sb[buf, q, tx]
         return s_in, s
 
     @cuda.jit(device=True)
-    def fold_reverse(sa, sb, buf, tx, ty, s):
-        s_in = s
-        for k in range(nt - 1, -1, -1):
-            if k == ty:
-                s_in = s
-            s = sa[buf, k, tx] * s + sb[buf, k, tx]
-        return s_in, s
+    def carry_forward(fr, cr, sa, sb, buf, tx, ty, s):
+        a, bb = one, zero
+        for j in range(chunk):
+            a = fr[j] * a
+            bb = fr[j] * bb + cr[j]
+        return post_and_fold(a, bb, sa, sb, buf, tx, ty, s, False)
 
-    return fold_forward, fold_reverse
+    @cuda.jit(device=True)
+    def carry_backward(fr, gr, sa, sb, buf, tx, ty, s):
+        a, bb = one, zero
+        for j in range(chunk - 1, -1, -1):
+            a = fr[j] * a
+            bb = fr[j] * (gr[j] + bb)
+        return post_and_fold(a, bb, sa, sb, buf, tx, ty, s, True)
+
+    return slab_thread, carry_forward, carry_backward
 
 
 # ---------------------------------------------------------------- chunked kernels
@@ -198,15 +227,12 @@ def scan_forward_chunked(k, dtype):
     kernel(f, c, h0, has_h0, h), launched on chunked_grid(k, B, D)."""
     dx, nt, chunk, window = k.dx, k.nt, k.chunk, k.window
     one, zero = dtype(1), dtype(0)
-    fold, _ = window_folds(nt)
+    slab_thread, carry, _ = window_steps(k, dtype)
 
     @cuda.jit
     def kernel(f, c, h0, has_h0, h):
         n_b, n_t, n_d = f.shape
-        n_slab = (n_d + dx - 1) // dx
-        tx, ty = cuda.threadIdx.x % dx, cuda.threadIdx.x // dx
-        b, d = cuda.blockIdx.x // n_slab, (cuda.blockIdx.x % n_slab) * dx + tx
-        live = d < n_d
+        tx, ty, b, d, live = slab_thread(n_d)
         sa = cuda.shared.array((2, nt, dx), dtype)
         sb = cuda.shared.array((2, nt, dx), dtype)
         fr = cuda.local.array(chunk, dtype)
@@ -221,15 +247,7 @@ def scan_forward_chunked(k, dtype):
                 else:
                     fr[j] = one
                     cr[j] = zero
-            a, bb = one, zero
-            for j in range(chunk):
-                a = fr[j] * a
-                bb = fr[j] * bb + cr[j]
-            buf = w % 2
-            sa[buf, ty, tx] = a
-            sb[buf, ty, tx] = bb
-            cuda.syncthreads()
-            acc, s = fold(sa, sb, buf, tx, ty, s)
+            acc, s = carry(fr, cr, sa, sb, w % 2, tx, ty, s)
             for j in range(chunk):
                 acc = fr[j] * acc + cr[j]
                 if live and t0 + j < n_t:
@@ -243,15 +261,12 @@ def scan_backward_chunked(k, dtype):
     """The chunked backward kernel: kernel(dh, f, h, h0, has_h0, df, dc, dh0)."""
     dx, nt, chunk, window = k.dx, k.nt, k.chunk, k.window
     one, zero = dtype(1), dtype(0)
-    _, fold = window_folds(nt)
+    slab_thread, _, carry = window_steps(k, dtype)
 
     @cuda.jit
     def kernel(dh, f, h, h0, has_h0, df, dc, dh0):
         n_b, n_t, n_d = f.shape
-        n_slab = (n_d + dx - 1) // dx
-        tx, ty = cuda.threadIdx.x % dx, cuda.threadIdx.x // dx
-        b, d = cuda.blockIdx.x // n_slab, (cuda.blockIdx.x % n_slab) * dx + tx
-        live = d < n_d
+        tx, ty, b, d, live = slab_thread(n_d)
         sa = cuda.shared.array((2, nt, dx), dtype)
         sb = cuda.shared.array((2, nt, dx), dtype)
         fr = cuda.local.array(chunk, dtype)
@@ -272,15 +287,7 @@ def scan_backward_chunked(k, dtype):
                     fr[j] = one
                     gr[j] = zero
                     hp[j] = zero
-            a, bb = one, zero
-            for j in range(chunk - 1, -1, -1):
-                a = fr[j] * a
-                bb = fr[j] * (gr[j] + bb)
-            buf = (n_w - 1 - w) % 2
-            sa[buf, ty, tx] = a
-            sb[buf, ty, tx] = bb
-            cuda.syncthreads()
-            u, s = fold(sa, sb, buf, tx, ty, s)
+            u, s = carry(fr, gr, sa, sb, (n_w - 1 - w) % 2, tx, ty, s)
             for j in range(chunk - 1, -1, -1):
                 g = gr[j] + u
                 if live and t0 + j < n_t:
