@@ -49,6 +49,13 @@ def pack_kernel(t, packed, d_in):
     packed[r, b] = byte
 
 
+@cuda.jit(device=True)
+def ternary_at(packed, r, j):
+    """The ternary code (-1, 0, +1) of weight j of row r of packed (R, row_bytes) uint8."""
+    code = np.int32(packed[r, j // 4] >> (2 * (j % 4))) & 3
+    return (code & 1) - (code >> 1)
+
+
 @cuda.jit
 def unpack_kernel(packed, t):
     i = cuda.grid(1)
@@ -56,9 +63,7 @@ def unpack_kernel(packed, t):
     if i >= t.shape[0] * d_in:
         return
     r = i // d_in
-    j = i - r * d_in
-    code = np.int32(packed[r, j // 4] >> (2 * (j % 4))) & 3
-    t[r, j] = (code & 1) - (code >> 1)
+    t[r, i - r * d_in] = ternary_at(packed, r, i - r * d_in)
 
 
 @cuda.jit

@@ -34,6 +34,7 @@ from mmfree_ref.quantize import ACT_FLOOR
 
 from gpu.activations import silu32
 from gpu.common import SIMULATOR, TPB, empty
+from gpu.packing import ternary_at
 from gpu.quantize import ROUND_CLIP_INT8, block_stats
 
 NORM2, GNORM, GLU = 0, 1, 2
@@ -186,11 +187,7 @@ def codes_kernel(packed8, rows, d_in, codes):
         return
     r, j0 = k // per_row, (k % per_row) * CODES_PER_THREAD
     for j in range(j0, j0 + CODES_PER_THREAD):
-        c = 0
-        if j < d_in:
-            b = (np.int32(packed8[rows[r], j // 4]) >> (2 * (j % 4))) & 3
-            c = (b & 1) - (b >> 1)
-        codes[r, j] = c
+        codes[r, j] = ternary_at(packed8, rows[r], j) if j < d_in else 0
 
 
 def codes_from_packed(words, rows, d_in, kp):
