@@ -44,7 +44,11 @@ def test_init_params_follow_the_reference_init():
     config = HGRNBitConfig(vocab_size=7, hidden_size=8, num_hidden_layers=2)
     p = init_params(config, seed=1)
     assert np.all(p["model.norm.weight"] == 1) and np.all(p["model.lower_bounds"] == 0)
-    assert abs(p["model.layers.0.mlp.gate_proj.weight"].std() - 0.02) < 0.005
+    # the sample std of N = 512 * 8 normal draws is off by sigma / sqrt(2N) = 2.2e-4 (one
+    # standard error): 4 of them, where 0.005 (22 of them) let an init std of 0.024 pass.
+    # Measured with seed 1 (2026-12-02): 9.4e-5; seeds 1-5: at most 1.6e-4.
+    w = p["model.layers.0.mlp.gate_proj.weight"]
+    assert abs(w.std() - 0.02) < 4 * 0.02 / np.sqrt(2 * w.size)
 
 
 @pytest.mark.parametrize("change, match", [({"use_short_conv": True}, "use_short_conv"),

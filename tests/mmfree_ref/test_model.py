@@ -9,18 +9,7 @@ from mmfree_ref.model import (causal_lm_labels, forward, forward_with_cache, lay
                               layer_lower_bounds_backward, loss, loss_and_grads)
 from mmfree_ref.params import init_params, param_shapes
 from tests.conftest import REF_SMALL
-from tests.helpers import assert_grad_close, rel_err
-
-# The reference computes its fused norm+quantize kernels and its recurrence in float32 inside
-# a float64 model, so an exact float64 oracle differs from it by a few float32 roundings
-# (u32 = 6e-8) on every activation. Measured (2026-12-02): logits 8.9e-8 (1.5 u32, Frobenius),
-# loss 3.8e-10 (the mean over 30 positions averages the rounding out), gradients at most
-# 4.5e-7 (g_norm.weight: the backward chains ~8 float32-rounded factors). The bounds below are
-# 2.5 u32 for logits, 2e-9 for the loss and 1e-6 for gradients: about 2x the measured gap,
-# and below what a g_norm eps of 1e-5 instead of 1e-6 gives (logits 1.9e-7, gradients 2.0e-6).
-LOGITS_BOUND = 2.5 * 2.0 ** -24
-LOSS_BOUND = 2e-9
-GRAD_BOUND = 1e-6
+from tests.helpers import GRAD_BOUND, LOGITS_BOUND, LOSS_BOUND, assert_grad_close, rel_err
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,6 @@
-"""The `mmfree` command on the reference fixture: the issue's acceptance numbers, in CI."""
+"""The `mmfree` command on the reference fixture: the issue's acceptance numbers, in CI, within
+the bounds of test_model.py (tests/helpers.py says how they follow from the reference's float32
+internals)."""
 import shutil
 import subprocess
 import sys
@@ -8,7 +10,7 @@ import pytest
 
 from mmfree_ref.cli.main import main
 from tests.conftest import REF_SMALL
-from tests.helpers import rel_err
+from tests.helpers import GRAD_BOUND, LOGITS_BOUND, LOSS_BOUND, rel_err
 
 CKPT = str(REF_SMALL / "ckpt")
 IDS = str(REF_SMALL / "ids.npy")
@@ -20,7 +22,7 @@ def test_logits_reproduce_the_reference(tmp_path, decode, expect):
     assert main(["logits", CKPT, "--ids", IDS, "--out", str(out)] + ["--decode"] * decode) == 0
     got = np.load(out)
     assert got.dtype == np.float64 and got.shape == (2, 16, 61)
-    assert rel_err(got, np.load(REF_SMALL / expect)) < 1e-6
+    assert rel_err(got, np.load(REF_SMALL / expect)) < LOGITS_BOUND
 
 
 def test_grads_reproduce_the_reference(tmp_path):
@@ -28,9 +30,9 @@ def test_grads_reproduce_the_reference(tmp_path):
     assert main(["grads", CKPT, "--ids", IDS, "--out", str(out)]) == 0
     got, expect = np.load(out), np.load(REF_SMALL / "grads.npz")
     assert set(got.files) == set(expect.files)
-    assert abs(got["loss"] - expect["loss"]) / expect["loss"] < 1e-6
+    assert abs(got["loss"] - expect["loss"]) / expect["loss"] < LOSS_BOUND
     for k in expect.files:
-        assert rel_err(got[k], expect[k]) < 1e-5, k
+        assert rel_err(got[k], expect[k]) < GRAD_BOUND, k
 
 
 @pytest.mark.parametrize("ids, match", [
