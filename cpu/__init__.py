@@ -10,6 +10,7 @@
     mlgru.py        the MLGRU gates and recurrence over a chunk of tokens (T = 1: a step)
     glu.py          silu(gate) * u of the GLU
     decoder.py      CPUDecoder: prefill / step (the decoder interface of generation/generate.py)
+    step.py         a decode step in one compiled call (decoder.py's kernels, no Python between)
     engine.py       CPUSteps: the engine of `mmfree crosscheck --engines cpu`
     bench/          python -m cpu.bench: tokens/s beside the memory-bandwidth floor
 Kernels are @njit(cache=True) and compile with error_model="numpy": no divisor of theirs can be

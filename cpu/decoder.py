@@ -34,6 +34,10 @@ Precision: the int8 x ternary products are exact; the rest is float32, certified
 float64 oracle by mmfree_ref.equivalence (engine.py, tests/cpu/).
 The activations of a chunk live in a Workspace allocated once per row count M and reused (a
 decode step allocates only the logits it returns).
+A step of B <= SERIAL_MAX_ROWS sequences that records no site is one compiled call
+(step.decode_step: these kernels in this order, no Python between them); `_forward` is its
+unfused twin, the path of the prefill and of engine.py's recorded steps, and the two give the
+same bits (tests/cpu/test_step.py).
 Threads: a decode step is ~100 parallel regions (the GEMVs; its element-wise work runs on the
 calling thread, ElementKernels), and Numba's OpenMP threads spin between them. That is the
 fastest on cores this process has to itself; where other jobs hold the cores, every region
@@ -45,6 +49,7 @@ import contextlib
 from typing import NamedTuple
 
 import numba
+import numba.typed
 import numpy as np
 
 import cpu.common
@@ -61,6 +66,7 @@ from cpu.layout import QUARTERS, random_quarters, to_quarters
 from cpu.mlgru import mlgru_chunk, mlgru_chunk_serial
 from cpu.quantize import (rmsnorm, rmsnorm_absmax_int8, rmsnorm_absmax_int8_serial,
                           rmsnorm_serial)
+from cpu.step import StepModel, decode_step, workspace_codes
 
 F32 = np.float32
 GEMV_MAX_ROWS = 8      # rows (tokens x sequences) up to which "blas" runs the GEMV
@@ -105,26 +111,32 @@ class Layer(NamedTuple):
     has_lb: bool
 
 
-class Workspace:
-    """The activation buffers of a chunk of M rows: allocated once, reused by every layer and,
-    for the same M, by every step (decoder._workspace). Under cpu.common.POISON (tests) every
-    forward gets fresh poisoned ones, so that a value a kernel forgot to write is not a stale
-    one from the step before."""
+class Workspace(NamedTuple):
+    """The activation buffers of a chunk of M rows: allocated once (workspace), reused by every
+    layer and, for the same M, by every step (decoder._workspace). Under cpu.common.POISON
+    (tests) every forward gets fresh poisoned ones, so that a value a kernel forgot to write is
+    not a stale one from the step before. q, qsum, sx are flat: step.workspace_codes views them
+    as the codes of up to 3 projections."""
+    res_norm: np.ndarray   # (M, D) float32: a norm's output, a BitLinear's input
+    y: np.ndarray          # (M, D) float32: o_proj's input
+    f: np.ndarray          # (M, D) float32: the forget gate
+    c: np.ndarray          # (M, D) float32: the candidate
+    hs: np.ndarray         # (M, D) float32: every h_t of the chunk
+    ifg: np.ndarray        # (M, 3 D) float32: [i | f | g] pre-activations
+    z: np.ndarray          # (M, 2 N) float32: [gate | u]
+    u: np.ndarray          # (M, N) float32: down_proj's input
+    q: np.ndarray          # (3 M max_cols,) int8
+    qsum: np.ndarray       # (3 M,) int32
+    sx: np.ndarray         # (3 M,) float32
 
-    def __init__(self, config, m, max_cols):
-        d, n = config.hidden_size, config.intermediate
-        self.res_norm, self.y, self.f, self.c, self.hs = (empty((m, d), F32) for _ in range(5))
-        self.ifg, self.z = empty((m, 3 * d), F32), empty((m, 2 * n), F32)
-        self.u = empty((m, n), F32)
-        self._q = empty(3 * m * max_cols, np.int8)          # up to 3 projections' codes
-        self._qsum, self._sx = empty(3 * m, np.int32), empty(3 * m, F32)
-        self.m = m
 
-    def codes(self, n_sets, cols):
-        """Views q (n_sets, M, cols) int8, qsum and sx (n_sets, M), each C-contiguous."""
-        k = n_sets * self.m
-        return (self._q[:k * cols].reshape(n_sets, self.m, cols),
-                self._qsum[:k].reshape(n_sets, self.m), self._sx[:k].reshape(n_sets, self.m))
+def workspace(config, m, max_cols):
+    """A Workspace for m rows of config's widths; max_cols: the longest activation vector a
+    BitLinear quantizes (4C of its widest d_in)."""
+    d, n = config.hidden_size, config.intermediate
+    return Workspace(*(empty((m, d), F32) for _ in range(5)), empty((m, 3 * d), F32),
+                     empty((m, 2 * n), F32), empty((m, n), F32),
+                     empty(3 * m * max_cols, np.int8), empty(3 * m, np.int32), empty(3 * m, F32))
 
 
 def _linear_from_packed(weights, norms):
@@ -192,6 +204,10 @@ class CPUDecoder:
         self.threads = threads
         self.state = None
         self._workspaces = {}
+        self._step_model = StepModel(self.emb, self.norm, self.head, float(config.rms_norm_eps))
+        self._step_layers = numba.typed.List()
+        for layer in self.layers:
+            self._step_layers.append(layer)
 
     @classmethod
     def from_packed(cls, model, threads=None, kernel=None, chunk=DEFAULT_CHUNK, product=None):
@@ -247,7 +263,7 @@ class CPUDecoder:
     def _workspace(self, m):
         if cpu.common.POISON or m not in self._workspaces:
             cols = max(QUARTERS * lin.codes.shape[1] for lin in self._linears())
-            self._workspaces[m] = Workspace(self.config, m, cols)
+            self._workspaces[m] = workspace(self.config, m, cols)
         return self._workspaces[m]
 
     def _bitlinear(self, lin, x, out, ws, ek, add=False, on_site=None):
@@ -256,7 +272,7 @@ class CPUDecoder:
         scales and pre-rounding values, in order (engine.py; the arrays are reused: copy them).
         ek: the ElementKernels of this forward."""
         m, n_sets = x.shape[0], lin.sw.shape[0]
-        q, qsum, sx = ws.codes(n_sets, QUARTERS * lin.codes.shape[1])
+        q, qsum, sx = workspace_codes(ws, n_sets, QUARTERS * lin.codes.shape[1])
         v = empty((n_sets, m if on_site is not None else 0, lin.d_in), F32)
         ek.quantize(x, lin.norm_w, BITLINEAR_EPS, q, qsum, sx, v)
         if on_site is not None:
@@ -287,7 +303,7 @@ class CPUDecoder:
         res = self.emb[ids.reshape(-1)]                                  # (M, D) copy
         ws = self._workspace(res.shape[0])
         ek = SERIAL if res.shape[0] <= SERIAL_MAX_ROWS else PARALLEL
-        for layer, h in zip(self.layers, self.state):
+        for layer, h in zip(self.layers, self._h):
             self._layer(layer, res, h, batch, ws, ek, on_site)
         if not logits:
             return None
@@ -300,10 +316,19 @@ class CPUDecoder:
                                on_site=on_site)
 
     # ---- the decoder interface --------------------------------------------------------------
+    @property
+    def state(self):
+        """[L x (B, D)] float32 (None before any token): views of one (L, B, D) block, which
+        the compiled step advances in place; assigning a list of L (B, D) arrays copies them."""
+        return None if self._h is None else list(self._h)
+
+    @state.setter
+    def state(self, hs):
+        self._h = None if hs is None else np.array(hs, F32)
+
     def reset(self, batch):
         """The state before any token, for `batch` sequences."""
-        self.state = [np.zeros((batch, self.config.hidden_size), F32)
-                      for _ in range(self.config.num_hidden_layers)]
+        self._h = np.zeros((self.config.num_hidden_layers, batch, self.config.hidden_size), F32)
 
     def prefill(self, ids, on_site=None):
         """ids: (B, T) int -> logits (B, V) float32 of the last position; the state holds the
@@ -325,12 +350,21 @@ class CPUDecoder:
         if ids_t.ndim != 1:
             raise ValueError(f"ids_t must have shape (batch,), got {ids_t.shape}")
         ids = check_ids(ids_t[:, None], self.config)
-        if self.state is None:
+        if self._h is None:
             self.reset(len(ids_t))
-        if self.state[0].shape[0] != len(ids_t):
+        if self._h.shape[1] != len(ids_t):
             raise ValueError(f"ids_t holds {len(ids_t)} sequences, the state "
-                             f"{self.state[0].shape[0]} (prefill a batch of that size first)")
+                             f"{self._h.shape[1]} (prefill a batch of that size first)")
         numba.set_num_threads(self.threads)
+        m = len(ids_t)
+        if on_site is None and m <= SERIAL_MAX_ROWS and (self.product == "int"
+                                                         or m <= GEMV_MAX_ROWS):
+            # _forward's kernels for these rows, in one call (step.py)
+            logits = empty((m, self.head.codes.shape[0]), F32)
+            decode_step(self._gemv, self._step_model, self._step_layers, self._h,
+                        self._workspace(m),
+                        ids[:, 0].astype(np.intp), logits)
+            return logits
         with _blas_threads(self.threads if self.product == "blas" else None):
             return self._forward(ids, on_site=on_site)
 
