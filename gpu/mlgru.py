@@ -8,7 +8,8 @@ the lower bound and the state update in one pass over i and f_pre:
 Backward, same layout, t descending (the oracle's mlgru_backward, scan and gate parts):
     g_t = dh_t + f_{t+1} g_{t+1};  dc = g;  df = g * h_{t-1} - dc * silu(i)
     di = dc * (1 - f) * silu_grad(i);  dlb += df * (1 - s);  df_pre = df * (1 - lb) * s * (1 - s)
-dlb (D,) sums over b and t: per-thread sums over t, then one atomic add per (b, d).
+dlb (D,) sums over b and t: the sequential kernel sums over t per thread, then adds once per (b, d)
+(atomics); the chunked one stores per (b, d) and leaves the sum over b to its caller.
 Chunked versions (gpu/scan.py's chunked layout and precision argument; the gates computed in
 registers from i and f_pre as they are loaded), device-level, any strides, allocating nothing:
     launch_gates_scan_chunked(i_pre, f_pre, lb, h0, h, f_out=None, stream=0, chunking=None)
@@ -16,8 +17,8 @@ registers from i and f_pre as they are loaded), device-level, any strides, alloc
                                        stream=0, chunking=None)
 i_pre, f_pre: (B, T, D) device (e.g. column views of one (B*T, 3D) GEMM output), lb: (D,) device
 or None, h0: (B, D) device or None, h: (B, T, D) device output (h[:, -1] is the final state),
-f_out: (B, T, D) device or None (the gate after the lower bound). The backward's dlb sums each
-block's chunks in shared memory, then adds once per (b, d), like the sequential kernel.
+f_out: (B, T, D) device or None (the gate after the lower bound). The backward's dlb (B, D)
+sums each block's chunks in shared memory and stores one value per (b, d), no atomics.
 The host wrappers mlgru_gates_scan / mlgru_gates_scan_backward take version="sequential"
 (default) or "chunked".
 Output gate (`gnorm_silu`, one block per token): y = rmsnorm(g, g_norm, eps) * silu(h).
@@ -162,8 +163,9 @@ def gates_scan_backward_chunked(k, dtype):
     """Chunked twin of gates_scan_backward_kernel (gpu/scan.py's chunked backward, the gates
     recomputed from i_pre and f_pre as they are loaded) for Chunking k:
     kernel(dh, i_pre, f_pre, lb, has_lb, h, h0, has_h0, di, df_pre, dlb, dh0).
-    dlb: per-thread sums over its steps, summed over the block's chunks in shared memory, then
-    one atomic add per (b, d) into dlb (which the caller zeroes)."""
+    dlb: (B, D), per-thread sums over its steps, summed over the block's chunks in shared
+    memory, then stored at dlb[b, d] (one block owns every step of its (b, d): no atomics, so
+    the sum over b is the caller's, in a fixed order, and a training run repeats bit for bit)."""
     dx, nt, chunk, window = k.dx, k.nt, k.chunk, k.window
     one, zero = dtype(1), dtype(0)
     sig, swish, swish_grad = ((sigmoid32, silu32, silu_grad32) if dtype == np.float32
@@ -223,7 +225,7 @@ def gates_scan_backward_chunked(k, dtype):
                 total = zero
                 for q in range(nt):
                     total += red[q, tx]
-                cuda.atomic.add(dlb, d, total)
+                dlb[b, d] = total
 
     return kernel
 
@@ -231,9 +233,9 @@ def gates_scan_backward_chunked(k, dtype):
 def launch_gates_scan_backward_chunked(dh, i_pre, f_pre, h, lb, h0, di, df_pre, dlb, dh0,
                                        stream=0, chunking=None):
     """dh, i_pre, f_pre, h, di, df_pre: (B, T, D) device (any strides), lb: (D,) device or None,
-    h0: (B, D) device or None, dlb: (D,) device (zeroed by the caller: the kernel adds into it)
-    or None when lb is None, dh0: (B, D) device -> writes di, df_pre, dlb, dh0. Allocates
-    nothing."""
+    h0: (B, D) device or None, dlb: (B, D) device (each sequence's d lower_bound: the caller
+    sums over b) or None when lb is None, dh0: (B, D) device -> writes di, df_pre, dlb, dh0.
+    Allocates nothing."""
     n_b, _, n_d = i_pre.shape
     for name, a in (("dh", dh), ("f_pre", f_pre), ("h", h), ("di", di), ("df_pre", df_pre)):
         check_shape(name, a, i_pre.shape)
@@ -242,7 +244,7 @@ def launch_gates_scan_backward_chunked(dh, i_pre, f_pre, h, lb, h0, di, df_pre, 
         raise ValueError("lb and dlb must both be given or both be None")
     if lb is not None:
         check_shape("lb", lb, (n_d,))
-        check_shape("dlb", dlb, (n_d,))
+        check_shape("dlb", dlb, (n_b, n_d))
     if h0 is not None:
         check_shape("h0", h0, (n_b, n_d))
     k = chunking or choose_chunking(n_b, n_d)
@@ -250,7 +252,7 @@ def launch_gates_scan_backward_chunked(dh, i_pre, f_pre, h, lb, h0, di, df_pre, 
     kern = gates_scan_backward_chunked(k, np.dtype(i_pre.dtype).type)
     kern[grid, block, stream](dh, i_pre, f_pre, dh0[0] if lb is None else lb, lb is not None,
                               h, dh0 if h0 is None else h0, h0 is not None, di, df_pre,
-                              dh0[0] if dlb is None else dlb, dh0)
+                              dh0 if dlb is None else dlb, dh0)
 
 
 def chunked_gates_bounds(n_b, n_t, chunk, x, m_h, m_c, m_g, m_dh, dtype):
@@ -366,12 +368,14 @@ def mlgru_gates_scan_backward(dh, i, f_pre, h, lower_bound=None, h0=None, versio
     has_lb = lower_bound is not None
     dlb = cuda.to_device(np.zeros(i.shape[2] if has_lb else 1, dt))   # atomics accumulate into 0
     if version == "chunked":
+        rows = empty((i.shape[0], i.shape[2]), dt) if has_lb else None
         launch_gates_scan_backward_chunked(
             cuda.to_device(np.ascontiguousarray(dh, dt)), cuda.to_device(i),
             cuda.to_device(f_pre), cuda.to_device(np.ascontiguousarray(h, dt)),
             _device_or_none(lower_bound, dt), _device_or_none(h0, dt), di, df_pre,
-            dlb if has_lb else None, dh0, 0, chunking)
-        return di, df_pre, (dlb if has_lb else None), dh0
+            rows, dh0, 0, chunking)
+        dlb = cuda.to_device(rows.copy_to_host().sum(axis=0)) if has_lb else None
+        return di, df_pre, dlb, dh0
     lb, _ = _optional(lower_bound, dt, (1,))
     h0_d, has_h0 = _optional(h0, dt, (1, 1))
     grid, block = _grid(i.shape)

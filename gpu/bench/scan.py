@@ -17,7 +17,8 @@ GB/s counts what a kernel must read and write once, N = B T D float32s each (the
 and (D,) vectors left out): scan_fwd f, c -> h (3 N); scan_bwd dh, f, h -> df, dc (5 N);
 gates_fwd i, f_pre -> h, f (4 N); gates_bwd dh, i, f_pre, h -> di, df_pre (6 N). Inputs and
 outputs rotate over gpu.common.rotations copies, so the working set exceeds twice the L2.
-gates_bwd adds dlb into a buffer zeroed before validation only (timing lets it accumulate).
+gates_bwd: the sequential kernel adds dlb into a buffer zeroed before validation only (timing lets
+it accumulate); the chunked one stores one row per sequence (B, D), summed over b to validate.
 Writes DIR/scan.json and DIR/scan_table.md; prints the table last.
 """
 import argparse
@@ -114,7 +115,9 @@ def device_sets(kernel, x, n_sets):
         sets.append(s)
     shared = dict(h0=cuda.to_device(x["h0"]))
     if "lb" in x:
-        shared.update(lb=cuda.to_device(x["lb"]), dlb=cuda.to_device(np.zeros(d, np.float32)))
+        # the sequential kernel adds into dlb (D,); the chunked one stores per sequence (B, D)
+        shared.update(lb=cuda.to_device(x["lb"]), dlb=cuda.to_device(np.zeros(d, np.float32)),
+                      dlb_rows=cuda.to_device(np.zeros((b, d), np.float32)))
     return sets, shared
 
 
@@ -137,7 +140,7 @@ def launcher(kernel, chunking, sets, sh):
                        s["i"], s["f_pre"], sh["lb"], True, sh["h0"], True, s["h"], s["f"])),
         gates_bwd=(lambda s, st: mlgru.launch_gates_scan_backward_chunked(
                        s["dh"], s["i"], s["f_pre"], s["h_in"], sh["lb"], sh["h0"], s["di"],
-                       s["df_pre"], sh["dlb"], s["dh0"], st, k),
+                       s["df_pre"], sh["dlb_rows"], s["dh0"], st, k),
                    lambda s, st: mlgru.gates_scan_backward_kernel[grid, TPB, st](
                        s["dh"], s["i"], s["f_pre"], sh["lb"], True, s["h_in"], sh["h0"], True,
                        s["di"], s["df_pre"], sh["dlb"], s["dh0"])))
@@ -169,13 +172,21 @@ def bench_kernel(kernel, x, ref, bounds, versions, copy_gbps):
         tol = bounds(t if k is None else k.chunk)
         outs = IO[kernel][1] + STATE_OUT[kernel]
         for out in outs:                    # a version must write every element itself
-            buf = sh["dlb"] if out == "dlb" else sets[0][out]
-            buf.copy_to_device(np.zeros(buf.shape, np.float32) if out == "dlb"
-                               else np.full(buf.shape, np.nan, np.float32))
+            if out == "dlb":                # the sequential kernel adds, the chunked one stores
+                sh["dlb"].copy_to_device(np.zeros(sh["dlb"].shape, np.float32))
+                buf = sh["dlb_rows"]
+            else:
+                buf = sets[0][out]
+            buf.copy_to_device(np.full(buf.shape, np.nan, np.float32))
+
+        def result(o, k=k):
+            if o != "dlb":
+                return sets[0][o]
+            return sh["dlb"] if k is None else sh["dlb_rows"].copy_to_host().sum(axis=0)
 
         def check(outs=outs, tol=tol):
-            return max(validate(sh["dlb"] if o == "dlb" else sets[0][o], ref[o],
-                                f"{kernel} {name} {o}", atol=tol[o]) for o in outs)
+            return max(validate(result(o), ref[o], f"{kernel} {name} {o}", atol=tol[o])
+                       for o in outs)
 
         row = _run(f"{kernel}_{name}", (b, t, d), launcher(kernel, k, sets, sh), n_sets,
                    per_set, copy_gbps, check, 0, repeats=20)
