@@ -1,4 +1,6 @@
 """`mmfree train`: train a byte-level MatMul-free LM on the CPU, resumable bit for bit.
+`--device gpu` runs the forward and backward on the GPU (gpu/training/host.py, found through the
+"mmfree.trainers" entry points), the rest of the loop as on the CPU.
 
 Files under --out:
     run.json            the model config and data settings of the run (written once, first);
@@ -16,6 +18,7 @@ import json
 import math
 from pathlib import Path
 
+from mmfree_ref import _plugins
 from mmfree_ref.training import corpus, tokenizer
 from mmfree_ref.formats.checkpoint import save_checkpoint
 from mmfree_ref.cli.common import add_command
@@ -30,7 +33,8 @@ from mmfree_ref.training.train import TrainSettings, train
 
 # run.json's model and data fields, with their defaults; --resume takes them from the file.
 RUN_DEFAULTS = {"hidden_size": 128, "layers": 2, "batch_size": 16, "seq_len": 128, "lr": 3e-3,
-                "dtype": "float32", "seed": 0, "data": None, "float_twin": False}
+                "dtype": "float32", "seed": 0, "data": None, "float_twin": False,
+                "device": "cpu"}
 DTYPES = ("float32", "float64")
 VAL_FRACTION = 0.1            # the end of the text held out for the validation loss
 VAL_WINDOWS = 32
@@ -43,6 +47,8 @@ _FLAG_HELP = {
     "dtype": (str, "float32 or float64: weights, AdamW moments and update"),
     "seed": (nonneg_int, "seed of the initial weights and of the batches"),
     "data": (str, "UTF-8 text file to train on (default: Python's docstrings)"),
+    "device": (str, "where the forward and backward run: cpu (the NumPy oracle) or gpu "
+                    "(needs a CUDA GPU and CuPy: pip install -e '.[gpu]')"),
 }
 
 
@@ -99,13 +105,24 @@ def _check_run_json(run, path):
                  "an integer >= 0"),
         "data": (lambda v: v is None or isinstance(v, str), "a file name or null"),
         "float_twin": (lambda v: isinstance(v, bool), "true or false"),
+        "device": (lambda v: isinstance(v, str), "a device name"),
     }
+    run = {"device": "cpu", **run}        # runs begun before --device existed ran on the CPU
     for key, (ok, allowed) in checks.items():
         if key not in run:
             raise ValueError(f"{path}: field {key!r} is missing (not a run.json of mmfree train?)")
         if not ok(run[key]):
             raise ValueError(f"{path}: {key} must be {allowed}, got {json.dumps(run[key])}")
     return run
+
+
+def _step_function(s, config):
+    """The run's loss_and_grads(params, ids): the oracle's (cpu) or a registered device's."""
+    quantize = not s["float_twin"]
+    cpu = lambda: lambda p, ids: loss_and_grads(p, config, ids, quantize=quantize)  # noqa: E731
+    factory = _plugins.find_factory("mmfree.trainers", s["device"], {"cpu": cpu},
+                                    "training device")
+    return cpu() if factory is cpu else factory(config, quantize, s["dtype"])
 
 
 def _read_run_json(path):
@@ -166,12 +183,13 @@ def run(args):
     val_ids = corpus.eval_windows(val_tokens, s["seq_len"], VAL_WINDOWS)
     settings = TrainSettings(lr=s["lr"], dtype=s["dtype"], seed=s["seed"])
     params = init_params(config, s["seed"])
+    step = _step_function(s, config)
     if not args.resume:              # everything is checked: the run may now leave files
         with output_file(out / "run.json") as f:
             f.write((json.dumps(s, indent=2) + "\n").encode())
     quantize = not s["float_twin"]
     result = train(
-        params, lambda p, ids: loss_and_grads(p, config, ids, quantize=quantize), batches,
+        params, step, batches,
         args.steps, settings, checkpoint=out / "train_state.npz",
         checkpoint_every=args.checkpoint_every, resume=args.resume, data=record,
         allow_changed_data=args.allow_changed_data,

@@ -155,6 +155,12 @@ CASES = [
     ("train eval 0", TRAIN + ["--eval-every", "0"], "--eval-every: must be a positive"),
     ("train seed -1", TRAIN + ["--seed", "-1"], "--seed: must be an integer >= 0"),
     ("train dtype", TRAIN + ["--dtype", "float16"], "--dtype: invalid choice: 'float16'"),
+    ("train device", TRAIN + ["--device", "tpu"],
+     "no training device 'tpu': available are cpu, gpu"),
+    ("train gpu float twin", TRAIN + ["--device", "gpu", "--float-twin"],
+     "--device gpu trains the ternary model only"),
+    ("train gpu float64", TRAIN + ["--device", "gpu", "--dtype", "float64"],
+     "--device gpu trains in float32"),
     # train: paths and data
     ("train out is a file", ["train", "--out", "afile", "--steps", "2"],
      "--out afile: exists and is not a directory"),

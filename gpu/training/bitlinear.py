@@ -1,0 +1,84 @@
+"""BitLinear for training, in the two forms the paper compares (section 4, "Fused BitLinear"):
+reproduces mmfree_ref.bitlinear.bitlinear_forward / bitlinear_backward (the STE).
+
+    y = codes_product(absmax_int8(rmsnorm(x, norm_weight, 1e-6)), T) / (scale_x scale_w)
+    dn = dy @ W_hat;  dW = dy^T @ x_hat;  dx, dnorm_weight = the RMSNorm backward of dn
+
+- fused: the forward keeps nothing of its own; the backward is handed the layer's input x
+  again (kept or recomputed by the caller) and recomputes the norm and the quantization, and
+  W_hat = T / scale_w from the step's int8 codes, for the one product that needs it.
+- vanilla: what autograd keeps for RMSNorm -> activation_quant -> F.linear with a
+  weight_quant'ed weight: x_normed, rstd and x_hat per call, W_hat (float) per weight for the
+  whole step.
+The forward product is the exact integer one (backend.codes_product: int32 sums of int8 x
+ternary, as the oracle's integer path); the two backward products are float (cuBLAS on the GPU).
+
+The step's weights (`quantize_weights`): every BitLinear weight's ternary codes T (int8) and
+scale, computed once per step from the float master weights (one host transfer for all the
+scales); `vanilla` adds W_hat.
+"""
+from typing import NamedTuple
+
+from mmfree_ref.bitlinear import BITLINEAR_EPS
+from mmfree_ref.params import is_ternary_weight
+
+from gpu.training import functional as fn
+
+
+class WeightCodes(NamedTuple):
+    t: object           # (d_out, d_in) int8 ternary codes
+    scale: float        # host float: W_hat = t / scale
+    w_hat: object       # (d_out, d_in) float W_hat, kept by the vanilla form only (else None)
+
+
+class VanillaCache(NamedTuple):
+    x_normed: object    # (M, d_in)
+    rstd: object        # (M, 1)
+    x_hat: object       # (M, d_in) q / scale_x
+
+
+def quantize_weights(be, params, vanilla):
+    """params: {name: (d_out, d_in) float} -> {name: WeightCodes} for every BitLinear weight."""
+    names = [k for k in params if is_ternary_weight(k)]
+    means = be.to_host(be.xp.stack([fn.absmean_scale(be.xp, params[k]) for k in names]))
+    codes = {}
+    for k, mean in zip(names, means):
+        scale = fn.weight_scale(mean, be.dtype)
+        t = fn.ternary_codes(be.xp, params[k], scale)
+        codes[k] = WeightCodes(t, scale, t.astype(be.dtype) / scale if vanilla else None)
+    return codes
+
+
+def _quantize_input(be, x, norm_weight):
+    """x: (M, d_in) -> q (M, d_in) int8, scale_x (M, 1), x_normed, rstd."""
+    n, (x_normed, rstd) = fn.rmsnorm_forward(be.xp, x, norm_weight, BITLINEAR_EPS)
+    q, scale_x = fn.absmax_int8(be.xp, n)
+    return q, scale_x, x_normed, rstd
+
+
+def bitlinear_forward(be, x, norm_weight, w, vanilla):
+    """x: (M, d_in), norm_weight: (d_in,), w: WeightCodes -> y (M, d_out), cache (a
+    VanillaCache, or None in the fused form)."""
+    q, scale_x, x_normed, rstd = _quantize_input(be, x, norm_weight)
+    y = be.codes_product(q, w.t, scale_x[:, 0], w.scale)
+    if not vanilla:
+        return y, None
+    return y, VanillaCache(x_normed, rstd, (q / scale_x).astype(be.dtype))
+
+
+def bitlinear_backward(be, dy, cache, x, norm_weight, w):
+    """dy: (M, d_out); cache from the forward; x: the forward's input (M, d_in), used by the
+    fused form only (pass None with a VanillaCache) -> dx (M, d_in), dweight (d_out, d_in),
+    dnorm_weight (d_in,)."""
+    if cache is None:                          # fused: recompute what vanilla kept
+        q, scale_x, x_normed, rstd = _quantize_input(be, x, norm_weight)
+        x_hat = (q / scale_x).astype(be.dtype)
+        del q
+        w_hat = w.t.astype(be.dtype) / w.scale
+    else:
+        x_normed, rstd, x_hat = cache
+        w_hat = w.w_hat
+    dn = dy @ w_hat                            # STE: identity through absmax_int8
+    dweight = dy.T @ x_hat                     # STE: identity through absmean_ternary
+    dx, dnorm_weight = fn.rmsnorm_backward(be.xp, dn, x_normed, rstd, norm_weight)
+    return dx, dweight, dnorm_weight
