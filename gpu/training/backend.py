@@ -2,7 +2,7 @@
 
 The trainer's layers (gpu/training/layers.py, model.py) are written once against an array
 module `xp`: CuPy on the GPU (its element-wise kernels and reductions, and cuBLAS for the float
-products of the backward), NumPy on a machine without one. Three parts are not element-wise and
+products of the backward), NumPy on a machine without one. Four parts are not element-wise and
 come from the backend, in one of two implementations (`kernels`):
     "oracle"  the NumPy oracle's own functions (mmfree_ref.scan, np.add.at): with float64 the
               trainer then reproduces mmfree_ref.model.loss_and_grads up to reassociation, the
@@ -14,6 +14,8 @@ come from the backend, in one of two implementations (`kernels`):
               __cuda_array_interface__ (no copies); both use the default stream, so their work
               is ordered.
 The parts:
+    norm_quantize(x, weight, eps)  rmsnorm + absmax_int8 -> q, scale, rstd (one kernel,
+                                   gpu/training/norm_quantize.py, with `norm_kernel`)
     codes_product(q, t, sx, sw)   (M, K) int8 x (N, K) int8, sw a host float -> (M, N) float: sum_k q t / (sx sw)
     gates_scan(i_pre, f_pre, lb)  the MLGRU gates and recurrence, (B, T, D) -> h (B, T, D)
     gates_scan_backward(...)      -> di, df_pre (B, T, D), dlb (D,) or None
@@ -61,23 +63,28 @@ class PeakMemory:
 class Backend:
     """xp (numpy or cupy), the float dtype of activations and weights, and `kernels`."""
 
-    def __init__(self, xp, dtype, kernels, matmul="fp32"):
+    def __init__(self, xp, dtype, kernels, matmul="fp32", norm_kernel=None):
         if kernels not in KERNELS:
             raise ValueError(f"kernels must be one of {KERNELS}, got {kernels!r}")
         if matmul not in MATMULS:
             raise ValueError(f"matmul must be one of {MATMULS}, got {matmul!r}")
         self.xp, self.dtype, self.kernels, self.matmul = xp, np.dtype(dtype), kernels, matmul
         self.on_gpu = xp is not np
+        # the fused norm + quantize kernel: on by default with the numba kernels on the GPU;
+        # the simulator runs it as one block of Python threads per row, too slow for a whole
+        # model (tests/gpu/test_training.py checks it alone)
+        self.norm_kernel = (kernels == "numba" and self.on_gpu) if norm_kernel is None \
+            else norm_kernel
         if kernels == "numba" and self.dtype != np.float32:
             raise ValueError("the numba kernels compute in float32: dtype must be float32")
         if self.on_gpu:
             self._set_matmul(matmul)
 
     @classmethod
-    def numpy(cls, dtype=np.float64, kernels="oracle"):
+    def numpy(cls, dtype=np.float64, kernels="oracle", norm_kernel=None):
         """Host arrays: the oracle's functions (float64: the oracle's arithmetic) or the gpu/
         kernels under the CUDA simulator (float32, tiny shapes)."""
-        return cls(np, dtype, kernels)
+        return cls(np, dtype, kernels, norm_kernel=norm_kernel)
 
     @classmethod
     def cupy(cls, matmul="fp32"):
@@ -152,6 +159,20 @@ class Backend:
         out = self.xp.zeros((a.shape[0], kp), np.int8)
         out[:, :a.shape[1]] = a
         return out
+
+    def norm_quantize(self, x, weight, eps):
+        """x: (M, D), weight: (D,) -> q (M, D) int8, scale (M, 1), rstd (M, 1): rmsnorm then
+        absmax_int8, as mmfree_ref.bitlinear.bitlinear_forward's first lines."""
+        if not self.norm_kernel:
+            from gpu.training import functional as fn
+            n, (_, rstd) = fn.rmsnorm_forward(self.xp, x, weight, eps)
+            q, scale = fn.absmax_int8(self.xp, n)
+            return q, scale, rstd
+        from gpu.training import norm_quantize
+        m, d = x.shape
+        q, scale, rstd = self._out((m, d), np.int8), self._out(m), self._out(m)
+        norm_quantize.launch(self._dev(x), self._dev(weight), eps, q, scale, rstd)
+        return self._host(q), self._host(scale)[:, None], self._host(rstd)[:, None]
 
     def gates_scan(self, i_pre, f_pre, lb):
         """i_pre, f_pre: (B, T, D), lb: (D,) or None -> h (B, T, D), from h_0 = 0."""

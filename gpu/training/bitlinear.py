@@ -49,21 +49,14 @@ def quantize_weights(be, params, vanilla):
     return codes
 
 
-def _quantize_input(be, x, norm_weight):
-    """x: (M, d_in) -> q (M, d_in) int8, scale_x (M, 1), x_normed, rstd."""
-    n, (x_normed, rstd) = fn.rmsnorm_forward(be.xp, x, norm_weight, BITLINEAR_EPS)
-    q, scale_x = fn.absmax_int8(be.xp, n)
-    return q, scale_x, x_normed, rstd
-
-
 def bitlinear_forward(be, x, norm_weight, w, vanilla):
     """x: (M, d_in), norm_weight: (d_in,), w: WeightCodes -> y (M, d_out), cache (a
     VanillaCache, or None in the fused form)."""
-    q, scale_x, x_normed, rstd = _quantize_input(be, x, norm_weight)
+    q, scale_x, rstd = be.norm_quantize(x, norm_weight, BITLINEAR_EPS)
     y = be.codes_product(q, w.t, scale_x[:, 0], w.scale)
     if not vanilla:
         return y, None
-    return y, VanillaCache(x_normed, rstd, (q / scale_x).astype(be.dtype))
+    return y, VanillaCache(x * rstd, rstd, (q / scale_x).astype(be.dtype))
 
 
 def bitlinear_backward(be, dy, cache, x, norm_weight, w):
@@ -71,8 +64,8 @@ def bitlinear_backward(be, dy, cache, x, norm_weight, w):
     fused form only (pass None with a VanillaCache) -> dx (M, d_in), dweight (d_out, d_in),
     dnorm_weight (d_in,)."""
     if cache is None:                          # fused: recompute what vanilla kept
-        q, scale_x, x_normed, rstd = _quantize_input(be, x, norm_weight)
-        x_hat = (q / scale_x).astype(be.dtype)
+        q, scale_x, rstd = be.norm_quantize(x, norm_weight, BITLINEAR_EPS)
+        x_normed, x_hat = x * rstd, (q / scale_x).astype(be.dtype)
         del q
         w_hat = w.t.astype(be.dtype) / w.scale
     else:

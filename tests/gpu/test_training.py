@@ -85,6 +85,24 @@ def test_float32_kernels_step_within_float32_of_the_oracle():
         np.testing.assert_array_equal(be.to_host(again[k]), grads[k], err_msg=k)
 
 
+def test_norm_quantize_kernel_gives_the_oracles_codes():
+    """Odd widths, an all-zero row (codes 0 at the floor), a huge and a tiny row."""
+    be = Backend.numpy(np.float32, "numba", norm_kernel=True) if SIMULATOR else Backend.cupy()
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((5, 37)).astype(np.float32)
+    x[1] = 0
+    x[2] *= 1e15                          # x^2 near 1e30: still finite in float32
+    x[3] *= 1e-20
+    w = rng.uniform(0.5, 1.5, 37).astype(np.float32)
+    q, scale, rstd = (be.to_host(a) for a in be.norm_quantize(be.asarray(x), be.asarray(w), 1e-6))
+    want = Backend.numpy(np.float32).norm_quantize(x, w, 1e-6)
+    np.testing.assert_array_equal(q, want[0])
+    # the block sum against NumPy's pairwise mean differ by a few float32 roundings, the
+    # square root and the divisions add one each: measured 2 u, bound 8 u
+    np.testing.assert_allclose(rstd, want[2], rtol=8 * 2.0 ** -24, atol=0)
+    np.testing.assert_allclose(scale, want[1], rtol=8 * 2.0 ** -24, atol=0)
+
+
 def test_embedding_backward_sums_rows_in_token_order_like_add_at():
     be = kernel_backend()
     rng = np.random.default_rng(3)
