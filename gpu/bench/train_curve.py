@@ -3,8 +3,8 @@
 
 1. `mmfree train --device gpu --steps N` with the defaults of `mmfree train` (the demo's model,
    corpus, batches and schedule), beside the CPU run whose train_state.npz is --cpu-state (made
-   by `mmfree train --out DIR --steps N` with the same defaults): both loss curves in one plot,
-   and the largest difference of the per-step losses.
+   by `mmfree train --out DIR --steps N` with the same defaults and the same --data file):
+   both loss curves in one plot, and the largest difference of the per-step losses.
 2. Resume: a GPU run of RESUME_STEPS steps straight through, and the same run killed with
    SIGKILL once its first checkpoint is on disk, then continued with --resume: the two final
    train_state.npz must hold the same weights, bit for bit.
@@ -26,9 +26,11 @@ RESUME_STEPS = 40
 CHECKPOINT_EVERY = 10
 
 
-def mmfree_train(out, steps, *extra):
-    return [sys.executable, "-m", "mmfree_ref.cli.main", "train", "--device", "gpu", "--out",
-            str(out), "--steps", str(steps), *extra]
+def mmfree_train(out, steps, *extra, resume=False):
+    """The command line of a GPU run (a resume takes its device from the run's run.json)."""
+    device = [] if resume else ["--device", "gpu"]
+    return [sys.executable, "-m", "mmfree_ref.cli.main", "train", *device, "--out", str(out),
+            "--steps", str(steps), *extra] + (["--resume"] if resume else [])
 
 
 def history(path):
@@ -42,10 +44,12 @@ def params(path):
         return {k: z[k] for k in z.files if k.startswith("param/")}
 
 
-def curve(cpu_state, out, steps):
-    gpu_dir = out / "gpu_run"
+def curve(cpu_state, work, steps, data):
+    gpu_dir = work / "gpu_run"
     t0 = time.perf_counter()
-    subprocess.run(mmfree_train(gpu_dir, steps, "--checkpoint-every", str(steps)), check=True)
+    extra = ["--data", data] if data else []
+    subprocess.run(mmfree_train(gpu_dir, steps, "--checkpoint-every", str(steps), *extra),
+                   check=True)
     wall = time.perf_counter() - t0
     g, c = history(gpu_dir / "train_state.npz"), history(cpu_state)
     n = min(len(g["history/loss"]), len(c["history/loss"]))
@@ -57,9 +61,9 @@ def curve(cpu_state, out, steps):
                       val_loss_cpu=c["history/val_loss"].tolist())
 
 
-def resume_check(out):
+def resume_check(work):
     """-> dict: whether the killed-and-resumed run ends with the straight run's weights."""
-    straight, killed = out / "straight", out / "killed"
+    straight, killed = work / "straight", work / "killed"
     args = ("--checkpoint-every", str(CHECKPOINT_EVERY))
     subprocess.run(mmfree_train(straight, RESUME_STEPS, *args), check=True)
     proc = subprocess.Popen(mmfree_train(killed, RESUME_STEPS, *args))
@@ -71,7 +75,7 @@ def resume_check(out):
     proc.wait()
     with np.load(state) as z:
         killed_at = int(z["step"])
-    subprocess.run(mmfree_train(killed, RESUME_STEPS, "--resume", *args), check=True)
+    subprocess.run(mmfree_train(killed, RESUME_STEPS, *args, resume=True), check=True)
     a, b = params(straight / "train_state.npz"), params(state)
     same = a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     return dict(killed_at_step=killed_at, returncode=proc.returncode, same_weights=bool(same))
@@ -99,12 +103,17 @@ def main(argv=None):
     ap.add_argument("--cpu-state", required=True, help="train_state.npz of the CPU run")
     ap.add_argument("--out", default="bench-out/train_curve", help="directory for the results")
     ap.add_argument("--steps", type=int, default=300, help="steps of both runs")
+    ap.add_argument("--work", default=None, help="directory of the runs (default: --out)")
+    ap.add_argument("--data", default=None,
+                    help="the CPU run's --data file (its default corpus, Python's docstrings, "
+                         "differs between Python versions)")
     args = ap.parse_args(argv)
     out = Path(args.out)
+    work = Path(args.work) if args.work else out
     out.mkdir(parents=True, exist_ok=True)
-    g, c, result = curve(Path(args.cpu_state), out, args.steps)
+    g, c, result = curve(Path(args.cpu_state), work, args.steps, args.data)
     plot(g, c, out / "train_curve.png")
-    result["resume"] = resume_check(out)
+    result["resume"] = resume_check(work)
     (out / "train_curve.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1), flush=True)
     return 0 if result["resume"]["same_weights"] else 1
