@@ -202,6 +202,8 @@ class CPUDecoder:
             raise ValueError(f"chunk must be a positive number of tokens, got {chunk!r}")
         self.chunk = chunk
         self.threads = threads
+        # False: every step through _forward's kernel calls (the benchmark's comparison)
+        self.compiled_step = True
         self.state = None
         self._workspaces = {}
         self._step_model = StepModel(self.emb, self.norm, self.head, float(config.rms_norm_eps))
@@ -357,8 +359,8 @@ class CPUDecoder:
                              f"{self._h.shape[1]} (prefill a batch of that size first)")
         numba.set_num_threads(self.threads)
         m = len(ids_t)
-        if on_site is None and m <= SERIAL_MAX_ROWS and (self.product == "int"
-                                                         or m <= GEMV_MAX_ROWS):
+        if on_site is None and self.compiled_step and m <= SERIAL_MAX_ROWS and (
+                self.product == "int" or m <= GEMV_MAX_ROWS):
             # _forward's kernels for these rows, in one call (step.py)
             logits = empty((m, self.head.codes.shape[0]), F32)
             decode_step(self._gemv, self._step_model, self._step_layers, self._h,

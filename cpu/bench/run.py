@@ -15,7 +15,8 @@ beside the timings (other jobs share this machine's 2 cores): a loaded machine s
 in the gap between the best and the median step.
 JSON (--json): {"machine": {...}, "kernels": [...], "rows": [one per size and thread count:
 size, threads, decode_tokens_per_s (from the median step), decode_best_tokens_per_s,
-decode_cpu_s_per_token (CPU time of all threads), prefill_tokens_per_s (best of 2),
+decode_cpu_s_per_token (CPU time of all threads), decode_per_kernel_tokens_per_s (the median
+step with CPUDecoder.compiled_step off: the same kernels called one by one), prefill_tokens_per_s (best of 2),
 prefill_cpu_s, floor_tokens_per_s, bandwidth_gbps, decode_vs_floor, baseline_tokens_per_s,
 weight_bytes, rss_bytes (resident while decoding), peak_rss_bytes, load_avg, kernel, product]}.
 """
@@ -90,16 +91,21 @@ def size_rows(size, thread_counts, bandwidth, args):
     for threads in thread_counts:
         dec.threads = threads
         step = measure.decode_timing(dec, args.steps)
+        dec.compiled_step = False
+        kernel_step = measure.decode_timing(dec, args.steps)
+        dec.compiled_step = True
         rss, peak = measure.resident_bytes()
         pre = measure.prefill_timing(dec, args.prompt)
         rows.append(dict(
             size=size, threads=threads, kernel=dec.kernel, weight_bytes=dec.weight_bytes(),
             decode_tokens_per_s=1 / step.median_s, decode_best_tokens_per_s=1 / step.best_s,
             decode_cpu_s_per_token=step.cpu_median_s,
+            decode_per_kernel_tokens_per_s=1 / kernel_step.median_s,
             prefill_tokens_per_s=args.prompt / pre.best_s, prompt=args.prompt,
             prefill_cpu_s=pre.cpu_median_s, product=dec.product,
             bandwidth_gbps=bandwidth, floor_tokens_per_s=bandwidth * 1e9 / dec.weight_bytes(),
-            rss_bytes=rss, peak_rss_bytes=peak, load_avg=max(step.load_avg, pre.load_avg)))
+            rss_bytes=rss, peak_rss_bytes=peak,
+            load_avg=max(step.load_avg, kernel_step.load_avg, pre.load_avg)))
         rows[-1]["decode_vs_floor"] = (rows[-1]["decode_tokens_per_s"]
                                        / rows[-1]["floor_tokens_per_s"])
     del dec
@@ -112,19 +118,21 @@ def size_rows(size, thread_counts, bandwidth, args):
 
 def print_table(rows, kernels, bandwidth):
     print(f"memory bandwidth (all-thread reads of 1 GiB, best of 5): {bandwidth:.2f} GB/s; "
-          f"decode tok/s from the median step, 'best' from the best, 'cpu ms' the CPU time of "
+          f"decode tok/s from the median step, 'best' from the best, 'kernels' the median step "
+          f"through the kernels one by one (compiled_step off), 'cpu ms' the CPU time of "
           f"a step (all threads); prefill the best of 2; load = 1-minute load average")
     for k in kernels:
         print(f"  gemv_{k['kernel']:<8} d_in {k['d_in']:5d}  {k['threads']} threads  "
               f"{k['gbps']:6.2f} GB/s (median {k['median_gbps']:.2f}), load {k['load_avg']:.1f}")
-    head = (f"{'size':>5} {'thr':>3} {'decode tok/s':>12} {'best':>7} {'cpu ms':>7} {'floor':>7} "
-            f"{'of floor':>8} {'prefill tok/s':>13} {'f32 GEMV tok/s':>14} {'weights MB':>10} "
+    head = (f"{'size':>5} {'thr':>3} {'decode tok/s':>12} {'best':>7} {'kernels':>7} {'cpu ms':>7} "
+            f"{'floor':>7} {'of floor':>8} {'prefill tok/s':>13} {'f32 GEMV tok/s':>14} {'weights MB':>10} "
             f"{'RSS MB':>7} {'load':>5}")
     print(head)
     for r in rows:
         base = f"{r['baseline_tokens_per_s']:14.2f}" if "baseline_tokens_per_s" in r else " " * 14
         print(f"{r['size']:>5} {r['threads']:3d} {r['decode_tokens_per_s']:12.1f} "
-              f"{r['decode_best_tokens_per_s']:7.1f} {1e3 * r['decode_cpu_s_per_token']:7.2f} "
+              f"{r['decode_best_tokens_per_s']:7.1f} {r['decode_per_kernel_tokens_per_s']:7.1f} "
+              f"{1e3 * r['decode_cpu_s_per_token']:7.2f} "
               f"{r['floor_tokens_per_s']:7.1f} "
               f"{r['decode_vs_floor']:8.0%} {r['prefill_tokens_per_s']:13.1f} {base} "
               f"{r['weight_bytes'] / 1e6:10.1f} {r['rss_bytes'] / 1e6:7.0f} {r['load_avg']:5.1f}")

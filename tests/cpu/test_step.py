@@ -77,3 +77,22 @@ def test_larger_batches_take_forward():
         alone.prefill(ids[b:b + 1, :2])
         for t, want in zip((2, 3), together):
             np.testing.assert_array_equal(alone.step(ids[b:b + 1, t])[0], want[b])
+
+
+def test_compiled_step_off_takes_forward():
+    """compiled_step = False (the benchmark's per-kernel column): _forward without a recording
+    site, the same bits; and it is that path (a _forward that fails is reached)."""
+    config, p, rng = small_model()
+    ids = rng.integers(0, config.vocab_size, (2, 4))
+    dec = CPUDecoder(p, config)
+    dec.prefill(ids[:, :2])
+    start = [h.copy() for h in dec.state]
+    fast = dec.step(ids[:, 2])
+    dec.state, dec.compiled_step = start, False
+    np.testing.assert_array_equal(dec.step(ids[:, 2]), fast)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("per-kernel path")
+    dec._forward = broken
+    with pytest.raises(RuntimeError, match="per-kernel path"):
+        dec.step(ids[:, 3])

@@ -32,7 +32,8 @@ def test_rows_hold_the_measurements(tmp_path, capsys):
     assert [(r["size"], r["threads"]) for r in rows] == [(s, t) for s in ("370M", "1.3B")
                                                          for t in threads]
     for r in rows:
-        for key in ("decode_tokens_per_s", "prefill_tokens_per_s", "floor_tokens_per_s",
+        for key in ("decode_tokens_per_s", "decode_per_kernel_tokens_per_s",
+                    "prefill_tokens_per_s", "floor_tokens_per_s",
                     "bandwidth_gbps", "baseline_tokens_per_s", "rss_bytes"):
             assert r[key] > 0, key
         assert r["bandwidth_gbps"] == result["bandwidth_gbps"]
