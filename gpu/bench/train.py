@@ -77,16 +77,17 @@ def device_params(cupy, config, seed):
     return params
 
 
-def time_steps(be, peak, config, batch, seq, steps, vanilla, rng):
-    """-> (median step seconds, peak bytes, first loss): steps of loss_and_grads + clip +
-    AdamW on device-resident weights."""
+def time_steps(be, peak, config, batch, seq, steps, vanilla, rng, warmup=2):
+    """-> (median step seconds, None without timed steps; peak bytes, first loss): warmup
+    untimed steps then `steps` timed ones of loss_and_grads + clip + AdamW on device-resident
+    weights."""
     from gpu.training import optim
     from gpu.training.model import loss_and_grads
     xp = be.xp
     params = device_params(xp, config, 0)
     state = optim.adamw_init(xp, params)
     times, losses = [], []
-    for k in range(2 + steps):
+    for k in range(warmup + steps):
         ids = rng.integers(0, config.vocab_size, (batch, seq))
         be.synchronize()
         peak.reset()
@@ -98,7 +99,7 @@ def time_steps(be, peak, config, batch, seq, steps, vanilla, rng):
         be.synchronize()
         times.append(time.perf_counter() - t0)
         losses.append(loss)
-    return float(np.median(times[2:])), peak.peak, losses[0]
+    return (float(np.median(times[warmup:])) if steps else None), peak.peak, losses[0]
 
 
 def bench(s, sizes, batches, seq, steps, matmuls):
@@ -148,6 +149,39 @@ def profile(s, size, batch, seq, matmul):
     text = io.StringIO()
     pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(30)
     return f"{size} B={batch} T={seq} {matmul}: 2 steps, {wall:.2f} s wall\n" + text.getvalue()
+
+
+def sections(s, size, batches, seq, matmul):
+    """One fused step at each batch with every part timed alone (gpu/bench/sections.py), after
+    an untimed warm-up step -> the report's text: exclusive ms per part and batch."""
+    import cupy
+    from gpu.bench.sections import TRAINING_PARTS, timed
+    from gpu.training.backend import Backend, PeakMemory
+    be, config = Backend.cupy(matmul), preset(size)
+    peak = PeakMemory(cupy)
+    per_batch = {}
+    for batch in batches:
+        step_s = time_steps(be, peak, config, batch, seq, 3, False, s.rng)[0]
+        with timed(TRAINING_PARTS, be.synchronize) as t:
+            time_steps(be, peak, config, batch, seq, 1, False, s.rng, warmup=0)
+        per_batch[batch] = (step_s, {name: (calls, sec) for name, calls, sec in t.rows()})
+        cupy.get_default_memory_pool().free_all_blocks()
+    names = list(per_batch[batches[-1]][1])
+    head = " | ".join(f"B={b} ms" for b in batches)
+    lines = [f"{size} T={seq} {matmul}, fused: exclusive time per part, each call synchronised "
+             f"(sections.py)", "", f"| part | calls | {head} |",
+             "|---|---|" + "---|" * len(batches)]
+    for name in names:
+        calls = per_batch[batches[-1]][1][name][0]
+        cells = " | ".join(f"{per_batch[b][1].get(name, (0, 0.0))[1] * 1e3:.1f}"
+                           for b in batches)
+        lines.append(f"| {name} | {calls} | {cells} |")
+    lines.append("| sum of parts | | " + " | ".join(
+        f"{sum(v[1] for v in per_batch[b][1].values()) * 1e3:.1f}" for b in batches) + " |")
+    lines.append("| step, unsynchronised (median) | | " + " | ".join(
+        f"{per_batch[b][0] * 1e3:.1f}" for b in batches) + " |")
+    s.results["sections"] = {str(b): dict(step_s=v[0], parts=v[1]) for b, v in per_batch.items()}
+    return "\n".join(lines)
 
 
 def compare(rows):
@@ -226,12 +260,22 @@ def main(argv=None):
     ap.add_argument("--matmuls", default="tf32", help="backward products: tf32 and/or fp32")
     ap.add_argument("--profile", action="store_true",
                     help="only a cProfile of one fused step at the first size and batch")
+    ap.add_argument("--sections", action="store_true",
+                    help="only the device time per part of a fused step, at the first size, "
+                         "each batch")
     args = ap.parse_args(argv)
     s = start("python -m gpu.bench.train", args.out, no_torch=True, rows=[])
     if args.profile:
         text = profile(s, args.sizes.split(",")[0], int(args.batches.split(",")[0]), args.seq,
                        args.matmuls.split(",")[0])
         (s.out / "train_profile.txt").write_text(text)
+        print(text, flush=True)
+        return 0
+    if args.sections:
+        text = sections(s, args.sizes.split(",")[0], [int(b) for b in args.batches.split(",")],
+                        args.seq, args.matmuls.split(",")[0])
+        (s.out / "train_sections.md").write_text(text + "\n")
+        s.dump("train.json")
         print(text, flush=True)
         return 0
     s.results["gate"] = gate()
