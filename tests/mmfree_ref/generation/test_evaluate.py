@@ -78,9 +78,14 @@ def test_perplexity_and_bits_per_byte_by_hand():
     tok, scorer = ByteTokenizer(), Uniform(258)
     score = evaluate_text(scorer, tok, "héllo 🙂", chunk=4)
     assert (score.tokens, score.bytes) == (11, 11)
-    assert score.nll == pytest.approx(11 * math.log(258), rel=1e-15)
-    assert score.perplexity == pytest.approx(258, rel=1e-14)
-    assert score.bits_per_byte == pytest.approx(math.log2(258), rel=1e-15)
+    # measured 0 (all three); the 11-term sum of log 258 doubles exactly to 8 terms, then rounds
+    # 3 times: nll <= 6 u = 6.7e-16 (with the two logs and 11 * log); perplexity exp(nll / 11)
+    # scales nll / 11's 5 u by 5.5, plus exp's 1 u: <= 29 u = 3.2e-15; bits per byte <= 8 u.
+    # abs=0 here and below: without it pytest.approx also passes anything within 1e-12, up to
+    # 100x these bounds
+    assert score.nll == pytest.approx(11 * math.log(258), rel=1e-15, abs=0)
+    assert score.perplexity == pytest.approx(258, rel=1e-14, abs=0)
+    assert score.bits_per_byte == pytest.approx(math.log2(258), rel=1e-15, abs=0)
     assert scorer.seen == [256] + list("héllo 🙂".encode())[:-1]
 
 
@@ -92,8 +97,10 @@ def test_sentencepiece_text_every_token_scored_once(tmp_path):
     scorer = Uniform(32000)
     score = evaluate_text(scorer, tok, text, chunk=3)
     assert score.tokens == len(ids) - 1 and score.bytes == len(text.encode())
+    # measured 1.8e-16 (one ulp); the 10-term sum rounds 2 times (to 8 terms it doubles exactly),
+    # log(32000), log(2), log2, two products and two quotients 1 u each: <= 9 u = 1.0e-15
     assert score.bits_per_byte == pytest.approx(score.tokens * math.log2(32000) / score.bytes,
-                                                rel=1e-14)
+                                                rel=1.5e-15, abs=0)
     assert scorer.seen == ids[:-1].tolist() and ids[0] == 1
 
 
