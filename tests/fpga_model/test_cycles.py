@@ -107,7 +107,11 @@ def test_measured_core_is_port_bound_and_tmatmul_dominates():
 def test_power_is_energy_over_time():
     acct = token_account(preset("370M"), D5005_PROJECTED)
     assert acct.power_w == pytest.approx(acct.static_w + acct.dynamic_j / acct.seconds, rel=1e-12)
-    assert acct.joules_per_token == pytest.approx(acct.power_w * acct.seconds, rel=1e-12)
+    # measured 0; power = joules / seconds, times seconds back: <= 2 u; were power summed as
+    # static + dynamic / seconds (the line above), <= 4 u: 5 u = 5.6e-16. abs=0: without it
+    # pytest.approx also passes anything within 1e-12, 1.5e-12 relative at these 0.66 J
+    assert acct.joules_per_token == pytest.approx(acct.power_w * acct.seconds, rel=5.6e-16,
+                                                  abs=0)
 
 
 def test_bad_params_are_rejected():

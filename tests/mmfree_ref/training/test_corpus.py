@@ -125,11 +125,16 @@ def test_train_val_split_is_the_tail():
 
 
 def test_unigram_entropy_hand_values():
-    assert corpus.unigram_entropy(np.array([0, 0, 1, 1])) == pytest.approx(math.log(2), 1e-15)
+    # measured 0 (both); NumPy's and libm's logs each within 1 ulp (1.44 u of ln 2 and of
+    # 2 ln 2), p log p exact halvings: ln 2 <= 2.9 u; 1.5 ln 2 adds the code's two sum roundings
+    # and the test's product: <= 5.6 u = 6.2e-16. abs=0: without it pytest.approx also passes
+    # anything within 1e-12, 1.4e-12 relative here
+    assert corpus.unigram_entropy(np.array([0, 0, 1, 1])) == pytest.approx(math.log(2), rel=7e-16,
+                                                                            abs=0)
     assert corpus.unigram_entropy(np.array([5] * 7)) == 0.0
     # p = (1/2, 1/4, 1/4): H = ln2/2 + 2 * ln4/4 = 1.5 ln 2
     assert corpus.unigram_entropy(np.array([3, 3, 0, 257])) == pytest.approx(1.5 * math.log(2),
-                                                                               rel=1e-15)
+                                                                               rel=7e-16, abs=0)
 
 
 @given(st.lists(st.integers(0, 300), min_size=1, max_size=200))

@@ -14,22 +14,29 @@ PEAK = 4e-3      # the paper's 370M MatMul-free rate (Table 1)
 def test_key_steps_of_a_100_step_run():
     total, warmup = 100, 10
     f = lambda s: lr(s, total, PEAK, warmup)  # noqa: E731
-    assert f(0) == pytest.approx(PEAK / 10, rel=1e-15)        # first warm-up step
-    assert f(4) == pytest.approx(PEAK / 2, rel=1e-15)
+    assert f(0) == PEAK / 10                      # first warm-up step: peak * 1 / 10, one rounding
+    # measured 0; peak * 5 and / 10 round once each, PEAK / 2 is exact: <= 2 u = 2.2e-16.
+    # abs=0 here and below: without it pytest.approx also passes anything within 1e-12, 1e-12 /
+    # 2e-3 = 5e-10 relative here, ~1e6 times these bounds
+    assert f(4) == pytest.approx(PEAK / 2, rel=2.3e-16, abs=0)
     assert f(9) == PEAK                                        # warm-up reaches the peak
     assert f(10) == PEAK                                       # cosine starts at the peak
-    # q = (49 - 10) / 89 just before the midpoint; not halved yet
+    # q = (49 - 10) / 89 just before the midpoint; not halved yet. Measured 1.5 u (f(49)) and 0
+    # (f(50)); the code's peak - floor is 0.9 peak within 1.2 u, the test's 0.9 * PEAK within
+    # 2 u, one product each (the same cos, the same floor, exact halvings), one sum each:
+    # <= 7.2 u = 8.0e-16
     q = 39 / 89
     assert f(49) == pytest.approx(0.1 * PEAK + 0.9 * PEAK * (1 + math.cos(math.pi * q)) / 2,
-                                  rel=1e-15)
+                                  rel=8e-16, abs=0)
     q = 40 / 89
     assert f(50) == pytest.approx((0.1 * PEAK + 0.9 * PEAK * (1 + math.cos(math.pi * q)) / 2)
-                                  / 2, rel=1e-15)              # the MatMul-free halving
-    assert f(99) == pytest.approx(0.1 * PEAK / 2, rel=1e-15)   # floor, halved, at the last step
+                                  / 2, rel=8e-16, abs=0)      # the MatMul-free halving
+    # q = 1, cos(pi) = -1: exactly the floor 0.1 * PEAK (the module's docstring), then halved
+    assert f(99) == 0.1 * PEAK / 2                             # floor, halved, at the last step
 
 
 def test_without_halving_it_is_the_transformer_pp_schedule():
-    assert lr(99, 100, PEAK, 10, halve_midway=False) == pytest.approx(0.1 * PEAK, rel=1e-15)
+    assert lr(99, 100, PEAK, 10, halve_midway=False) == 0.1 * PEAK     # exactly the floor
     assert lr(50, 100, PEAK, 10, halve_midway=False) > 0.1 * PEAK
 
 
@@ -43,7 +50,7 @@ def test_odd_total_halves_from_the_middle_step_up():
 def test_tiny_runs():
     assert lr(0, 1, PEAK) == PEAK                 # one step: the peak (2*0 >= 1 is false)
     assert lr(1, 2, PEAK, 1) == PEAK / 2         # the only cosine step: peak, halved
-    assert lr(2, 3, PEAK, 1) == pytest.approx(0.1 * PEAK / 2, rel=1e-15)
+    assert lr(2, 3, PEAK, 1) == 0.1 * PEAK / 2   # the last step: exactly the floor, halved
 
 
 @given(st.integers(1, 400), st.data())
