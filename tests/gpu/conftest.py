@@ -4,8 +4,8 @@
 - NUMBA_ENABLE_CUDASIM set by the caller: respected as given.
 - otherwise: the real GPU if the CUDA driver reports a device, else the CUDA simulator
   (NUMBA_ENABLE_CUDASIM=1, tiny shapes: the simulator runs each thread as a Python thread).
-The chosen mode is printed in pytest's header (when run as `pytest tests/gpu`) and in the
-terminal summary (always).
+The chosen mode is printed in pytest's header (when run as `pytest tests/gpu` in one process)
+and in the terminal summary (by tests/conftest.py, which pytest-xdist's controller loads too).
 """
 import pytest
 
@@ -18,10 +18,6 @@ from gpu.common import SIMULATOR, mode  # noqa: E402  (after the mode is chosen)
 
 def pytest_report_header(config):
     return f"mmfree gpu tests: {mode()}"
-
-
-def pytest_terminal_summary(terminalreporter):
-    terminalreporter.write_line(f"mmfree gpu tests ran on: {mode()}")
 
 
 @pytest.fixture

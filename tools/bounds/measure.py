@@ -2,7 +2,7 @@
 data used: docs/bounds.md is made from its log.
 
     PYTHONPYCACHEPREFIX=/tmp/bounds_pyc MMFREE_BOUNDS_LOG=/tmp/bounds.jsonl \
-        python -m pytest -p tools.bounds.measure -o enable_assertion_pass_hook=true tests/mmfree_ref
+        python -m pytest -n 0 -p tools.bounds.measure -o enable_assertion_pass_hook=true tests/mmfree_ref
     python -m tools.bounds.report /tmp/bounds.jsonl
 
 The PYTHONPYCACHEPREFIX keeps pytest from reusing test modules it rewrote without the

@@ -46,8 +46,11 @@ fi
 cd "$work"
 # the examples of the fast "ci" profile of tests/conftest.py, without shrinking (see
 # hypothesis_profile.py), and a tqdm lock that is not shared by the forked children (see
-# fork_safe_tqdm.py); PYTEST_PLUGINS leaves mutmut's own pytest arguments alone
+# fork_safe_tqdm.py); PYTEST_PLUGINS leaves mutmut's own pytest arguments alone; -n 0: the
+# tests in mutmut's own process (pyproject.toml's addopts spread them over xdist workers,
+# where mutmut would not see which tests call a mutated function)
 export PYTHONPATH="$repo/tools/mutation${PYTHONPATH:+:$PYTHONPATH}"
+export PYTEST_ADDOPTS="-n 0${PYTEST_ADDOPTS:+ $PYTEST_ADDOPTS}"
 export PYTEST_PLUGINS=hypothesis_profile,fork_safe_tqdm
 export HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-mutation}
 exec mutmut "$@"
