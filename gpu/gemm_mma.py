@@ -57,6 +57,7 @@ from gpu.common import SIMULATOR, empty, require_capability
 from gpu.gemm import ACC, STORE
 from gpu.gemv import ADD
 from gpu.intrinsics import cp_async_commit, cp_async_wait
+from gpu.launch import fast
 
 K_ALIGN = 128                     # KP is a multiple of this (and so of every tile's bk)
 CHUNK = 16                        # bytes per cp.async copy
@@ -391,7 +392,7 @@ def launch(q, t, scale_x, scale_w, mode, y, acc_out, tile=DEFAULT, stream=0):
     args = (q, t, scale_x, np.float32(scale_w), int(mode), y, acc_out)
     _allow_shared(k, args, tile.smem_bytes)
     grid = (-(-t.shape[0] // tile.bn), -(-q.shape[0] // tile.bm))
-    k[grid, tile.threads, stream, tile.smem_bytes](*args)
+    fast(k)[grid, tile.threads, stream, tile.smem_bytes](*args)
 
 
 # --------------------------------------------------------------------------- host API

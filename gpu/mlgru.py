@@ -38,6 +38,7 @@ from mmfree_ref.mlgru import G_NORM_EPS
 
 from gpu.activations import ONE32, sigmoid, sigmoid32, silu, silu32, silu_grad
 from gpu.common import TPB, empty
+from gpu.launch import fast
 from gpu.quantize import ROW_RSTD
 from gpu.scan import (check_shape, check_version, choose_chunking, chunked_bound, chunked_grid,
                       window_steps)
@@ -145,7 +146,7 @@ def launch_gates_scan_chunked(i_pre, f_pre, lb, h0, h, f_out=None, stream=0, chu
     k = chunking or choose_chunking(n_b, n_d)
     grid, block = chunked_grid(k, n_b, n_d)
     kern = gates_scan_forward_chunked(k, np.dtype(i_pre.dtype).type)
-    kern[grid, block, stream](i_pre, f_pre, h[0, 0] if lb is None else lb, lb is not None,
+    fast(kern)[grid, block, stream](i_pre, f_pre, h[0, 0] if lb is None else lb, lb is not None,
                               h[0] if h0 is None else h0, h0 is not None, h,
                               h if f_out is None else f_out, f_out is not None)
 
@@ -250,7 +251,7 @@ def launch_gates_scan_backward_chunked(dh, i_pre, f_pre, h, lb, h0, di, df_pre, 
     k = chunking or choose_chunking(n_b, n_d)
     grid, block = chunked_grid(k, n_b, n_d)
     kern = gates_scan_backward_chunked(k, np.dtype(i_pre.dtype).type)
-    kern[grid, block, stream](dh, i_pre, f_pre, dh0[0] if lb is None else lb, lb is not None,
+    fast(kern)[grid, block, stream](dh, i_pre, f_pre, dh0[0] if lb is None else lb, lb is not None,
                               h, dh0 if h0 is None else h0, h0 is not None, di, df_pre,
                               dh0 if dlb is None else dlb, dh0)
 

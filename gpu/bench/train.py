@@ -102,18 +102,19 @@ def time_steps(be, peak, config, batch, seq, steps, vanilla, rng, warmup=2):
     return (float(np.median(times[warmup:])) if steps else None), peak.peak, losses[0]
 
 
-def bench(s, sizes, batches, seq, steps, matmuls):
+def bench(s, sizes, batches, seq, steps, matmuls, chains=("kernels",)):
     import cupy
     from gpu.training.backend import Backend, PeakMemory
     peak = PeakMemory(cupy)
     rows = []
     for size in sizes:
         config = preset(size)
-        for matmul in matmuls:
-            be = Backend.cupy(matmul)
+        for matmul, chain in ((m, c) for m in matmuls for c in chains):
+            be = Backend.cupy(matmul, chain)
             for batch in batches:
                 for form in ("fused", "vanilla"):
-                    row = dict(size=size, form=form, matmul=matmul, batch=batch, seq=seq)
+                    row = dict(size=size, form=form, matmul=matmul, chains=chain,
+                               batch=batch, seq=seq)
                     try:
                         sec, nbytes, loss = time_steps(be, peak, config, batch, seq, steps,
                                                        form == "vanilla", s.rng)
@@ -151,13 +152,13 @@ def profile(s, size, batch, seq, matmul):
     return f"{size} B={batch} T={seq} {matmul}: 2 steps, {wall:.2f} s wall\n" + text.getvalue()
 
 
-def sections(s, size, batches, seq, matmul):
+def sections(s, size, batches, seq, matmul, chains="kernels"):
     """One fused step at each batch with every part timed alone (gpu/bench/sections.py), after
     an untimed warm-up step -> the report's text: exclusive ms per part and batch."""
     import cupy
     from gpu.bench.sections import TRAINING_PARTS, timed
     from gpu.training.backend import Backend, PeakMemory
-    be, config = Backend.cupy(matmul), preset(size)
+    be, config = Backend.cupy(matmul, chains), preset(size)
     peak = PeakMemory(cupy)
     per_batch = {}
     for batch in batches:
@@ -168,8 +169,8 @@ def sections(s, size, batches, seq, matmul):
         cupy.get_default_memory_pool().free_all_blocks()
     names = list(per_batch[batches[-1]][1])
     head = " | ".join(f"B={b} ms" for b in batches)
-    lines = [f"{size} T={seq} {matmul}, fused: exclusive time per part, each call synchronised "
-             f"(sections.py)", "", f"| part | calls | {head} |",
+    lines = [f"{size} T={seq} {matmul}, chains {chains}, fused: exclusive time per part, each "
+             f"call synchronised (sections.py)", "", f"| part | calls | {head} |",
              "|---|---|" + "---|" * len(batches)]
     for name in names:
         calls = per_batch[batches[-1]][1][name][0]
@@ -190,11 +191,12 @@ def compare(rows):
     for r in rows:
         if r["form"] != "fused" or "step_ms" not in r:
             continue
+        key = ("size", "matmul", "chains", "batch")
         v = next((x for x in rows if x["form"] == "vanilla" and "step_ms" in x
-                  and (x["size"], x["matmul"], x["batch"]) == (r["size"], r["matmul"], r["batch"])),
-                 None)
+                  and all(x.get(k) == r.get(k) for k in key)), None)
         if v is not None:
-            out.append(dict(size=r["size"], matmul=r["matmul"], batch=r["batch"],
+            out.append(dict(size=r["size"], matmul=r["matmul"], chains=r.get("chains"),
+                            batch=r["batch"],
                             memory_saving_pct=100 * (1 - r["peak_gb"] / v["peak_gb"]),
                             speedup_pct=100 * (1 - r["step_ms"] / v["step_ms"])))
     return out
@@ -204,21 +206,24 @@ def table(results):
     lines = [f"GPU training step, {results['device']}, {results['date']}; gate: fp32 gradients "
              f"{results['gate']['fp32']['grad_err']:.2e} (bound {GATE:g}), tf32 "
              f"{results['gate']['tf32']['grad_err']:.2e}", "",
-             "| size | form | products | B x T | step ms | tokens/s | peak GB | reference (H200, "
-             "12-01) tokens/s, GB |", "|---|---|---|---|---|---|---|---|"]
+             "| size | form | products | chains | B x T | step ms | tokens/s | peak GB | reference "
+             "(H200, 12-01) tokens/s, GB |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results["rows"]:
         ref = REFERENCE_H200.get((r["size"], r["form"])) if r["batch"] == 8 else None
         ref_s = f"{ref[0]:,.0f}, {ref[1]}" if ref else ""
         if r.get("oom"):
-            lines.append(f"| {r['size']} | {r['form']} | {r['matmul']} | {r['batch']} x "
-                         f"{r['seq']} | out of memory | | | {ref_s} |")
+            lines.append(f"| {r['size']} | {r['form']} | {r['matmul']} | {r.get('chains')} | "
+                         f"{r['batch']} x {r['seq']} | out of memory | | | {ref_s} |")
             continue
-        lines.append(f"| {r['size']} | {r['form']} | {r['matmul']} | {r['batch']} x {r['seq']} | "
+        lines.append(f"| {r['size']} | {r['form']} | {r['matmul']} | {r.get('chains')} | "
+                     f"{r['batch']} x {r['seq']} | "
                      f"{r['step_ms']:.1f} | {r['tokens_per_s']:,.0f} | {r['peak_gb']:.1f} | "
                      f"{ref_s} |")
-    lines += ["", "| size | products | B | fused: less memory | fused: less time |", "|---|---|---|---|---|"]
-    lines += [f"| {c['size']} | {c['matmul']} | {c['batch']} | {c['memory_saving_pct']:.1f}% | "
-              f"{c['speedup_pct']:.1f}% |" for c in results["fused_vs_vanilla"]]
+    lines += ["", "| size | products | chains | B | fused: less memory | fused: less time |",
+              "|---|---|---|---|---|---|"]
+    lines += [f"| {c['size']} | {c['matmul']} | {c.get('chains')} | {c['batch']} | "
+              f"{c['memory_saving_pct']:.1f}% | {c['speedup_pct']:.1f}% |"
+              for c in results["fused_vs_vanilla"]]
     lines.append(f"\npaper (1.3B, A100 80GB, its batch): {PAPER['memory_saving_pct']}% less "
                  f"memory, {PAPER['speedup_pct']}% faster")
     return "\n".join(lines)
@@ -234,7 +239,8 @@ def plot(results, path):
     for size in dict.fromkeys(r["size"] for r in results["rows"]):
         for form, style in (("fused", "o-"), ("vanilla", "s--")):
             pts = [r for r in results["rows"] if r["size"] == size and r["form"] == form
-                   and r["matmul"] == results["rows"][0]["matmul"] and "step_ms" in r]
+                   and r["matmul"] == results["rows"][0]["matmul"] and "step_ms" in r
+                   and r.get("chains") == results["rows"][0].get("chains")]
             b = [r["batch"] for r in pts]
             ax_t.plot(b, [r["step_ms"] for r in pts], style, label=f"{size} {form}")
             ax_m.plot(b, [r["peak_gb"] for r in pts], style, label=f"{size} {form}")
@@ -258,6 +264,9 @@ def main(argv=None):
     ap.add_argument("--seq", type=int, default=1024, help="tokens per sequence T")
     ap.add_argument("--steps", type=int, default=5, help="steps timed after two warm-up steps")
     ap.add_argument("--matmuls", default="tf32", help="backward products: tf32 and/or fp32")
+    ap.add_argument("--chains", default="kernels",
+                    help="element-wise chains: kernels (chains.py) and/or calls (one CuPy call "
+                         "an operation)")
     ap.add_argument("--profile", action="store_true",
                     help="only a cProfile of one fused step at the first size and batch")
     ap.add_argument("--sections", action="store_true",
@@ -273,7 +282,7 @@ def main(argv=None):
         return 0
     if args.sections:
         text = sections(s, args.sizes.split(",")[0], [int(b) for b in args.batches.split(",")],
-                        args.seq, args.matmuls.split(",")[0])
+                        args.seq, args.matmuls.split(",")[0], args.chains.split(",")[0])
         (s.out / "train_sections.md").write_text(text + "\n")
         s.dump("train.json")
         print(text, flush=True)
@@ -285,7 +294,7 @@ def main(argv=None):
         print("gate failed: no times", flush=True)
         return 1
     bench(s, args.sizes.split(","), [int(b) for b in args.batches.split(",")], args.seq,
-          args.steps, args.matmuls.split(","))
+          args.steps, args.matmuls.split(","), args.chains.split(","))
     s.results["fused_vs_vanilla"] = compare(s.results["rows"])
     s.dump("train.json")
     plot(s.results, s.out / "train_sweep.png")

@@ -10,9 +10,8 @@ come from the backend, in one of two implementations (`kernels`):
     "numba"   the gpu/ kernels: the chunked MLGRU gates + scan, forward and backward
               (gpu/mlgru.py), the exact int8 GEMM (gpu/gemm_mma.py: wgmma on the GPU, its
               gemm_rows twin under the CUDA simulator) and a deterministic embedding backward
-              (gpu/training/embedding.py). Numba launches take CuPy arrays through
-              __cuda_array_interface__ (no copies); both use the default stream, so their work
-              is ordered.
+              (gpu/training/embedding.py). Numba kernels take CuPy arrays (no copies) through
+              gpu/launch.py's fast path; both use the default stream, so their work is ordered.
 The parts:
     norm_quantize(x, weight, eps)  rmsnorm + absmax_int8 -> q, scale, rstd (one kernel,
                                    gpu/training/norm_quantize.py, with `norm_kernel`)
@@ -20,16 +19,36 @@ The parts:
     gates_scan(i_pre, f_pre, lb)  the MLGRU gates and recurrence, (B, T, D) -> h (B, T, D)
     gates_scan_backward(...)      -> di, df_pre (B, T, D), dlb (D,) or None
     embedding_backward(ids, dh, V) -> (V, D): the rows of dh summed per token id
+The element-wise chains (`ops`, chosen by `chains`): "calls", functional.py's xp functions (one
+CuPy call per operation), or on the GPU "kernels", the default there: the same equations as
+single CuPy kernels (chains.py): silu, silu_grad,
+glu_input, glu_backward_dz, gate_output, gate_output_backward, rmsnorm_forward,
+rmsnorm_backward, normed_and_hat, dequantize, ternary_codes, called as be.ops.NAME(arrays...).
 Float products of the backward (`matmul`): "fp32" (cuBLAS SGEMM) or "tf32" (cuBLAS on TF32
 tensor cores: inputs rounded to 10 mantissa bits, float32 sums; the reference trains under bf16
 autocast, 7 bits), for CuPy only; NumPy always multiplies in its dtype.
 """
+import functools
+
 import numpy as np
 
 from mmfree_ref.scan import mlgru_scan, mlgru_scan_backward
 
 KERNELS = ("oracle", "numba")
 MATMULS = ("fp32", "tf32")
+CHAINS = ("calls", "kernels")
+OPS = ("silu", "silu_grad", "glu_input", "glu_backward_dz", "gate_output",
+       "gate_output_backward", "rmsnorm_forward", "rmsnorm_backward", "normed_and_hat",
+       "dequantize", "ternary_codes")
+
+
+class _XpOps:
+    """functional.py's chains with xp bound: the same calls as chains.py's."""
+
+    def __init__(self, xp):
+        from gpu.training import functional
+        for name in OPS:
+            setattr(self, name, functools.partial(getattr(functional, name), xp))
 
 
 def _cupy():
@@ -63,7 +82,7 @@ class PeakMemory:
 class Backend:
     """xp (numpy or cupy), the float dtype of activations and weights, and `kernels`."""
 
-    def __init__(self, xp, dtype, kernels, matmul="fp32", norm_kernel=None):
+    def __init__(self, xp, dtype, kernels, matmul="fp32", norm_kernel=None, chains=None):
         if kernels not in KERNELS:
             raise ValueError(f"kernels must be one of {KERNELS}, got {kernels!r}")
         if matmul not in MATMULS:
@@ -77,6 +96,17 @@ class Backend:
             else norm_kernel
         if kernels == "numba" and self.dtype != np.float32:
             raise ValueError("the numba kernels compute in float32: dtype must be float32")
+        self.chains = ("kernels" if self.on_gpu else "calls") if chains is None else chains
+        if self.chains not in CHAINS:
+            raise ValueError(f"chains must be one of {CHAINS}, got {chains!r}")
+        if self.chains == "kernels" and not self.on_gpu:
+            raise ValueError("the element-wise chain kernels are CuPy's: chains='kernels' "
+                             "needs xp = cupy")
+        if self.chains == "kernels":
+            from gpu.training import chains as ops
+            self.ops = ops
+        else:
+            self.ops = _XpOps(xp)
         if self.on_gpu:
             self._set_matmul(matmul)
 
@@ -87,9 +117,10 @@ class Backend:
         return cls(np, dtype, kernels, norm_kernel=norm_kernel)
 
     @classmethod
-    def cupy(cls, matmul="fp32"):
-        """Device arrays (CuPy), float32, the gpu/ kernels."""
-        return cls(_cupy(), np.float32, "numba", matmul)
+    def cupy(cls, matmul="fp32", chains="kernels"):
+        """Device arrays (CuPy), float32, the gpu/ kernels; chains="calls": the element-wise
+        chains as one CuPy call per operation (functional.py)."""
+        return cls(_cupy(), np.float32, "numba", matmul, chains=chains)
 
     def _set_matmul(self, matmul):
         from cupy._core import _routines_linalg as linalg
@@ -131,6 +162,7 @@ class Backend:
     def _host(self, a):
         return a if self.on_gpu else a.copy_to_host()
 
+
     # ---- the three non-element-wise parts -------------------------------------------------
     def codes_product(self, q, t, sx, sw):
         """q: (M, K) int8, t: (N, K) int8 ternary, sx: (M,) float, sw: host float
@@ -147,10 +179,11 @@ class Backend:
         y, dummy = self._out((m, n)), self._out((1, 1), np.int32)
         q, t = self._dev(q), self._dev(t)
         sx32 = self._dev(self.xp.ascontiguousarray(sx, np.float32))
+        args = (q, t, sx32, np.float32(sw), STORE, y, dummy)
         if SIMULATOR:
-            gemm_mma.launch_rows(q, t, sx32, np.float32(sw), STORE, y, dummy, 0)
+            gemm_mma.launch_rows(*args, 0)
         else:
-            gemm_mma.launch(q, t, sx32, np.float32(sw), STORE, y, dummy)
+            gemm_mma.launch(*args)
         return self._host(y)
 
     def _pad_k(self, a):

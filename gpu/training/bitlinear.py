@@ -44,8 +44,9 @@ def quantize_weights(be, params, vanilla):
     codes = {}
     for k, mean in zip(names, means):
         scale = fn.weight_scale(mean, be.dtype)
-        t = fn.ternary_codes(be.xp, params[k], scale)
-        codes[k] = WeightCodes(t, scale, t.astype(be.dtype) / scale if vanilla else None)
+        t = be.ops.ternary_codes(params[k], scale)
+        codes[k] = WeightCodes(t, scale, be.ops.dequantize(t, scale, be.dtype) if vanilla
+                               else None)
     return codes
 
 
@@ -56,7 +57,8 @@ def bitlinear_forward(be, x, norm_weight, w, vanilla):
     y = be.codes_product(q, w.t, scale_x[:, 0], w.scale)
     if not vanilla:
         return y, None
-    return y, VanillaCache(x * rstd, rstd, (q / scale_x).astype(be.dtype))
+    x_normed, x_hat = be.ops.normed_and_hat(x, rstd, q, scale_x)
+    return y, VanillaCache(x_normed, rstd, x_hat)
 
 
 def bitlinear_backward(be, dy, cache, x, norm_weight, w):
@@ -65,13 +67,13 @@ def bitlinear_backward(be, dy, cache, x, norm_weight, w):
     dnorm_weight (d_in,)."""
     if cache is None:                          # fused: recompute what vanilla kept
         q, scale_x, rstd = be.norm_quantize(x, norm_weight, BITLINEAR_EPS)
-        x_normed, x_hat = x * rstd, (q / scale_x).astype(be.dtype)
+        x_normed, x_hat = be.ops.normed_and_hat(x, rstd, q, scale_x)
         del q
-        w_hat = w.t.astype(be.dtype) / w.scale
+        w_hat = be.ops.dequantize(w.t, w.scale, be.dtype)
     else:
         x_normed, rstd, x_hat = cache
         w_hat = w.w_hat
     dn = dy @ w_hat                            # STE: identity through absmax_int8
     dweight = dy.T @ x_hat                     # STE: identity through absmean_ternary
-    dx, dnorm_weight = fn.rmsnorm_backward(be.xp, dn, x_normed, rstd, norm_weight)
+    dx, dnorm_weight = be.ops.rmsnorm_backward(dn, x_normed, rstd, norm_weight)
     return dx, dweight, dnorm_weight

@@ -3,11 +3,16 @@
 float64 they give the oracle's bits.
 
     sigmoid, silu, silu_grad              mmfree_ref/activations.py
+    glu_input, glu_backward_dz            mmfree_ref/glu.py's element-wise lines
+    gate_output(_backward)                mmfree_ref/mlgru.py's rmsnorm(g) silu(h)
+    normed_and_hat, dequantize            BitLinear's x_normed, x_hat and W_hat
     rmsnorm_forward / rmsnorm_backward    mmfree_ref/rmsnorm.py (the cache: x_normed, rstd)
     absmax_int8, absmean_ternary          mmfree_ref/quantize.py (codes and scales)
     cross_entropy                         mmfree_ref/loss.py, forward and backward in one call
     layer_lower_bounds(_backward)         mmfree_ref/model.py
 Rows: every activation is 2-D here, (M, D) with M = B T tokens in (b, t) order.
+On the GPU the chains among them run as single kernels (chains.py, the same names without xp);
+`Backend.ops` picks one or the other.
 """
 import numpy as np
 
@@ -30,6 +35,28 @@ def silu_grad(xp, x):
     return s * (1 + x * (1 - s))
 
 
+def glu_input(xp, z, n):
+    """z: (M, 2N) gate_proj output [gate | u] -> down_proj's input silu(gate) u (M, N)."""
+    return silu(xp, z[:, :n]) * z[:, n:]
+
+
+def glu_backward_dz(xp, da, z):
+    """da: (M, N) into down_proj's input, z: (M, 2N) -> dz (M, 2N)."""
+    n = z.shape[1] // 2
+    gate, u = z[:, :n], z[:, n:]
+    return xp.concatenate([da * u * silu_grad(xp, gate), da * silu(xp, gate)], axis=1)
+
+
+def gate_output(xp, gn, h):
+    """The MLGRU's o_proj input rmsnorm(g) silu(h), from gn = rmsnorm(g)."""
+    return gn * silu(xp, h)
+
+
+def gate_output_backward(xp, dy, gn, h):
+    """dy into gate_output -> dh, and dgn = dy silu(h) (the g_norm backward's input)."""
+    return dy * gn * silu_grad(xp, h), dy * silu(xp, h)
+
+
 def rmsnorm_forward(xp, x, weight, eps):
     """x: (M, D), weight: (D,) -> y (M, D), (x_normed (M, D), rstd (M, 1))."""
     rstd = 1 / xp.sqrt(xp.mean(x * x, axis=-1, keepdims=True) + eps)
@@ -43,6 +70,17 @@ def rmsnorm_backward(xp, dy, x_normed, rstd, weight):
     dxn = dy * weight
     dx = rstd * (dxn - x_normed * xp.mean(dxn * x_normed, axis=-1, keepdims=True))
     return dx, dweight
+
+
+def normed_and_hat(xp, x, rstd, q, scale_x):
+    """x: (M, D), rstd, scale_x: (M, 1), q: (M, D) int8 -> x_normed = x rstd, x_hat = q / scale_x
+    (what the BitLinear backward multiplies by: the vanilla form keeps them)."""
+    return x * rstd, (q / scale_x).astype(x.dtype)
+
+
+def dequantize(xp, t, scale, dtype):
+    """t: (d_out, d_in) int8 codes, scale: host float -> W_hat = t / scale in dtype."""
+    return t.astype(dtype) / scale
 
 
 def round_half_away_from_zero(xp, x):

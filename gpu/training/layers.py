@@ -13,7 +13,6 @@ from typing import NamedTuple
 
 from mmfree_ref.mlgru import G_NORM_EPS
 
-from gpu.training import functional as fn
 from gpu.training.bitlinear import bitlinear_backward, bitlinear_forward
 
 
@@ -41,8 +40,8 @@ def _bl_back(be, dy, cache, x, p, w, name):
 
 def _gate_output(be, g, h, g_norm_weight):
     """y = rmsnorm(g, g_norm, 1e-6) silu(h) and what its backward needs."""
-    gn, (g_xn, g_rstd) = fn.rmsnorm_forward(be.xp, g, g_norm_weight, G_NORM_EPS)
-    return gn * fn.silu(be.xp, h), gn, g_xn, g_rstd
+    gn, (g_xn, g_rstd) = be.ops.rmsnorm_forward(g, g_norm_weight, G_NORM_EPS)
+    return be.ops.gate_output(gn, h), gn, g_xn, g_rstd
 
 
 def mlgru_forward(be, x, p, w, lower_bound, batch, vanilla):
@@ -60,14 +59,15 @@ def mlgru_forward(be, x, p, w, lower_bound, batch, vanilla):
 def mlgru_backward(be, dout, cache, x, p, w, batch):
     """dout: (M, D), x: the forward's input (M, D) (read by the fused form only) -> dx (M, D),
     grads {name: array} (the keys of p), dlower_bound (D,) or None."""
-    xp, c = be.xp, cache
+    c = cache
     ci, cf, cg, co = c.proj
     y, gn, g_xn, g_rstd = _gate_output(be, c.g, c.h, p["g_norm.weight"])
     dy, dwo, dnwo = _bl_back(be, dout, co, y, p, w, "o_proj")
     del y
-    dh = dy * gn * fn.silu_grad(xp, c.h)
-    dg, dgnw = fn.rmsnorm_backward(xp, dy * fn.silu(xp, c.h), g_xn, g_rstd, p["g_norm.weight"])
-    del dy, gn, g_xn, g_rstd
+    dh, dgn = be.ops.gate_output_backward(dy, gn, c.h)
+    del dy, gn
+    dg, dgnw = be.ops.rmsnorm_backward(dgn, g_xn, g_rstd, p["g_norm.weight"])
+    del dgn, g_xn, g_rstd
     dx, dwg, dnwg = _bl_back(be, dg, cg, x, p, w, "g_proj")
     shape = (batch, dh.shape[0] // batch, dh.shape[1])
     di, df_pre, dlb = be.gates_scan_backward(dh.reshape(shape), c.i_pre.reshape(shape),
@@ -86,20 +86,18 @@ def glu_forward(be, x, p, w, vanilla):
     """x: (M, D) -> out (M, D), GLUCache."""
     z, cz = _bl(be, x, p, w, "gate_proj", vanilla)
     n = z.shape[1] // 2
-    out, cd = _bl(be, fn.silu(be.xp, z[:, :n]) * z[:, n:], p, w, "down_proj", vanilla)
+    out, cd = _bl(be, be.ops.glu_input(z, n), p, w, "down_proj", vanilla)
     return out, GLUCache(z, (cz, cd))
 
 
 def glu_backward(be, dout, cache, x, p, w):
     """dout: (M, D), x: the forward's input (M, D) (fused form only) -> dx (M, D), grads."""
-    xp = be.xp
     cz, cd = cache.proj
     n = cache.z.shape[1] // 2
-    gate, u = cache.z[:, :n], cache.z[:, n:]
-    d_in = fn.silu(xp, gate) * u if cd is None else None
+    d_in = be.ops.glu_input(cache.z, n) if cd is None else None
     da, d_down_w, d_down_nw = _bl_back(be, dout, cd, d_in, p, w, "down_proj")
     del d_in
-    dz = xp.concatenate([da * u * fn.silu_grad(xp, gate), da * fn.silu(xp, gate)], axis=1)
+    dz = be.ops.glu_backward_dz(da, cache.z)
     del da
     dx, d_gate_w, d_gate_nw = _bl_back(be, dz, cz, x, p, w, "gate_proj")
     return dx, {"gate_proj.weight": d_gate_w, "gate_proj.norm.weight": d_gate_nw,

@@ -28,7 +28,7 @@ class LayerCache(NamedTuple):
 
 
 def _norm(be, params, name, h, eps):
-    return fn.rmsnorm_forward(be.xp, h, params[name], eps)
+    return be.ops.rmsnorm_forward(h, params[name], eps)
 
 
 def _layer_forward(be, h_in, params, w, i, lb, batch, config, vanilla):
@@ -47,21 +47,21 @@ def _layer_forward(be, h_in, params, w, i, lb, batch, config, vanilla):
 
 def _layer_backward(be, dh, cache, params, w, i, batch, config, grads, dlbs):
     """dh (M, D) into layer i's output -> dh into its input; fills grads (and dlbs[i])."""
-    xp, pre, eps = be.xp, f"model.layers.{i}.", config.rms_norm_eps
+    pre, eps = f"model.layers.{i}.", config.rms_norm_eps
     b, (xn, rstd) = _norm(be, params, pre + "mlp_norm.weight", cache.h_mid, eps)
     db, g_mlp = glu_backward(be, dh, cache.mlp, b, layer_params(params, i, "mlp"),
                              layer_params(w, i, "mlp"))
     del b
-    dres, grads[pre + "mlp_norm.weight"] = fn.rmsnorm_backward(
-        xp, db, xn, rstd, params[pre + "mlp_norm.weight"])
+    dres, grads[pre + "mlp_norm.weight"] = be.ops.rmsnorm_backward(
+        db, xn, rstd, params[pre + "mlp_norm.weight"])
     dh = dh + dres
     del db, dres
     a, (xn, rstd) = _norm(be, params, pre + "attn_norm.weight", cache.h_in, eps)
     da, g_attn, dlb = mlgru_backward(be, dh, cache.attn, a, layer_params(params, i, "attn"),
                                      layer_params(w, i, "attn"), batch)
     del a
-    dres, grads[pre + "attn_norm.weight"] = fn.rmsnorm_backward(
-        xp, da, xn, rstd, params[pre + "attn_norm.weight"])
+    dres, grads[pre + "attn_norm.weight"] = be.ops.rmsnorm_backward(
+        da, xn, rstd, params[pre + "attn_norm.weight"])
     grads.update({pre + "mlp." + k: v for k, v in g_mlp.items()})
     grads.update({pre + "attn." + k: v for k, v in g_attn.items()})
     if dlb is not None:
@@ -96,8 +96,8 @@ def loss_and_grads(be, params, config, ids, vanilla=False):
     dn, grads["lm_head.weight"], grads["lm_head.norm.weight"] = bitlinear_backward(
         be, dlogits, c_head, n, params["lm_head.norm.weight"], w["lm_head.weight"])
     del dlogits, n, c_head
-    dh, grads["model.norm.weight"] = fn.rmsnorm_backward(xp, dn, xn, rstd,
-                                                         params["model.norm.weight"])
+    dh, grads["model.norm.weight"] = be.ops.rmsnorm_backward(dn, xn, rstd,
+                                                             params["model.norm.weight"])
     del dn
     dlbs = xp.zeros((n_layers, config.hidden_size), be.dtype)
     for i in reversed(range(n_layers)):

@@ -18,6 +18,7 @@ from numba import cuda
 from mmfree_ref.quantize import ACT_FLOOR
 
 from gpu.common import TPB
+from gpu.launch import fast
 from gpu.quantize import ROUND_CLIP_INT8, ROW_RSTD, block_max
 
 F = np.float32
@@ -44,5 +45,5 @@ def norm_quantize_kernel(x, weight, eps, q, scale, rstd_out):
 
 def launch(x, weight, eps, q, scale, rstd):
     """x: (M, D) float32 device, weight: (D,) -> writes q (M, D) int8, scale (M,), rstd (M,)."""
-    norm_quantize_kernel[x.shape[0], TPB](x, weight, F(eps), q, scale, rstd)
+    fast(norm_quantize_kernel)[x.shape[0], TPB](x, weight, F(eps), q, scale, rstd)
 
