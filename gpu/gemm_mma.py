@@ -348,10 +348,10 @@ _OPTED_IN = set()
 
 
 def kernel(tile=DEFAULT):
-    """The kernel for `tile` (built once; compiles on its first launch), after require_wgmma."""
-    require_wgmma()
+    """The kernel for `tile` (built once, after require_wgmma; compiles on its first launch)."""
     tile = Tile(*tile)
-    if tile not in _KERNELS:
+    if tile not in _KERNELS:       # checked once: a device query costs as much as a launch
+        require_wgmma()
         _KERNELS[tile] = _make_kernel(tile)
     return _KERNELS[tile]
 

@@ -90,15 +90,33 @@ class _Fast:
                     self.overloads[kinds] = (argtypes, kernel._codelibrary.get_cufunc().kernel)
             return
         argtypes, function = entry
-        from cuda.core import LaunchConfig, launch
-        from numba.cuda.cudadrv.driver import _to_core_stream
+        from cuda.core import launch
+        launch(_core_stream(stream), _config(grid, block, shared), function,
+               *self.parameters(argtypes, args))
+
+
+_LAUNCHERS, _CONFIGS, _DEFAULT_STREAM = {}, {}, []
+
+
+def _config(grid, block, shared):
+    """cuda.core's LaunchConfig for these dimensions, made once (as Numba normalises them)."""
+    key = tuple(tuple(d) if isinstance(d, list) else d for d in (grid, block, shared))
+    if key not in _CONFIGS:
+        from cuda.core import LaunchConfig
         from numba.cuda.errors import normalize_kernel_dimensions
-        grid, block = normalize_kernel_dimensions(grid, block)
-        launch(_to_core_stream(stream), LaunchConfig(grid=grid, block=block, shmem_size=shared),
-               function, *self.parameters(argtypes, args))
+        g, b = normalize_kernel_dimensions(grid, block)
+        _CONFIGS[key] = LaunchConfig(grid=g, block=b, shmem_size=shared)
+    return _CONFIGS[key]
 
 
-_LAUNCHERS = {}
+def _core_stream(stream):
+    """Numba's conversion of a launch's stream to cuda.core's; the default stream's made once."""
+    from numba.cuda.cudadrv.driver import _to_core_stream
+    if stream:
+        return _to_core_stream(stream)
+    if not _DEFAULT_STREAM:
+        _DEFAULT_STREAM.append(_to_core_stream(0))
+    return _DEFAULT_STREAM[0]
 
 
 def fast(kernel):

@@ -69,7 +69,9 @@ def _kernels():
                        "c = a / d", "0", "mmfree_row_dot")
     k["norm_backward"] = ew("T dy, T w, T xn, T rstd, T c", "T dx",
                             "dx = rstd * (dy * w - xn * c);", "mmfree_norm_backward")
-    k["product"] = ew("T a, T b", "T y", "y = a * b;", "mmfree_product")
+    # dweight = sum over rows of dy x_normed, without the (M, D) product in memory
+    k["column_dot"] = red("T dy, T xn", "T dw", "dy * xn", "a + b", "dw = a", "0",
+                          "mmfree_column_dot")
     # BitLinear's x_normed = x rstd and x_hat = q / scale_x (q int8, exact in T)
     k["normed_and_hat"] = ew("T x, T rstd, int8 q, T sx", "T xn, T xh",
                              "xn = x * rstd; xh = T(q) / sx;", "mmfree_normed_and_hat")
@@ -129,7 +131,7 @@ def rmsnorm_forward(x, weight, eps):
 def rmsnorm_backward(dy, x_normed, rstd, weight):
     """dy: (M, D) -> dx (M, D), dweight (D,): functional.rmsnorm_backward."""
     t = dy.dtype.type
-    dweight = _kernels()["product"](dy, x_normed).sum(axis=0)
+    dweight = _kernels()["column_dot"](dy, x_normed, axis=0)
     c = _kernels()["row_dot"](dy, weight, x_normed, t(dy.shape[1]), axis=1, keepdims=True)
     return _kernels()["norm_backward"](dy, weight, x_normed, rstd, c), dweight
 
