@@ -81,9 +81,11 @@ class _Fast:
     def launch(self, grid, block, stream, shared, args):
         kinds = tuple(map(_kind, args))
         entry = self.overloads.get(kinds) if None not in kinds else None
-        if entry is None or self.dispatcher._launch_config_sensitive:
+        # a kernel specialised on its launch configuration has one overload per configuration
+        sensitive = getattr(self.dispatcher, "_launch_config_sensitive", False)
+        if entry is None or sensitive:
             self.dispatcher[grid, block, stream, shared](*args)
-            if None not in kinds and not self.dispatcher._launch_config_sensitive:
+            if None not in kinds and not sensitive:
                 argtypes = tuple(self.dispatcher.typeof_pyval(a) for a in args)
                 kernel = self.dispatcher.overloads.get(argtypes)
                 if kernel is not None and _supported(argtypes):
