@@ -21,9 +21,7 @@ The parts:
     embedding_backward(ids, dh, V) -> (V, D): the rows of dh summed per token id
 The element-wise chains (`ops`, chosen by `chains`): "calls", functional.py's xp functions (one
 CuPy call per operation), or on the GPU "kernels", the default there: the same equations as
-single CuPy kernels (chains.py): silu, silu_grad,
-glu_input, glu_backward_dz, gate_output, gate_output_backward, rmsnorm_forward,
-rmsnorm_backward, normed_and_hat, dequantize, ternary_codes, called as be.ops.NAME(arrays...).
+single CuPy kernels (chains.py). Called as be.ops.NAME(arrays...), NAME one of OPS.
 Float products of the backward (`matmul`): "fp32" (cuBLAS SGEMM) or "tf32" (cuBLAS on TF32
 tensor cores: inputs rounded to 10 mantissa bits, float32 sums; the reference trains under bf16
 autocast, 7 bits), for CuPy only; NumPy always multiplies in its dtype.
@@ -161,7 +159,6 @@ class Backend:
 
     def _host(self, a):
         return a if self.on_gpu else a.copy_to_host()
-
 
     # ---- the three non-element-wise parts -------------------------------------------------
     def codes_product(self, q, t, sx, sw):
