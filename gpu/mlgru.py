@@ -147,8 +147,8 @@ def launch_gates_scan_chunked(i_pre, f_pre, lb, h0, h, f_out=None, stream=0, chu
     grid, block = chunked_grid(k, n_b, n_d)
     kern = gates_scan_forward_chunked(k, np.dtype(i_pre.dtype).type)
     fast(kern)[grid, block, stream](i_pre, f_pre, h[0, 0] if lb is None else lb, lb is not None,
-                              h[0] if h0 is None else h0, h0 is not None, h,
-                              h if f_out is None else f_out, f_out is not None)
+                                    h[0] if h0 is None else h0, h0 is not None, h,
+                                    h if f_out is None else f_out, f_out is not None)
 
 
 @cuda.jit(device=True)
@@ -251,9 +251,9 @@ def launch_gates_scan_backward_chunked(dh, i_pre, f_pre, h, lb, h0, di, df_pre, 
     k = chunking or choose_chunking(n_b, n_d)
     grid, block = chunked_grid(k, n_b, n_d)
     kern = gates_scan_backward_chunked(k, np.dtype(i_pre.dtype).type)
-    fast(kern)[grid, block, stream](dh, i_pre, f_pre, dh0[0] if lb is None else lb, lb is not None,
-                              h, dh0 if h0 is None else h0, h0 is not None, di, df_pre,
-                              dh0 if dlb is None else dlb, dh0)
+    fast(kern)[grid, block, stream](dh, i_pre, f_pre, dh0[0] if lb is None else lb,
+                                    lb is not None, h, dh0 if h0 is None else h0, h0 is not None,
+                                    di, df_pre, dh0 if dlb is None else dlb, dh0)
 
 
 def chunked_gates_bounds(n_b, n_t, chunk, x, m_h, m_c, m_g, m_dh, dtype):

@@ -16,7 +16,8 @@ in the gap between the best and the median step.
 JSON (--json): {"machine": {...}, "kernels": [...], "rows": [one per size and thread count:
 size, threads, decode_tokens_per_s (from the median step), decode_best_tokens_per_s,
 decode_cpu_s_per_token (CPU time of all threads), decode_per_kernel_tokens_per_s (the median
-step with CPUDecoder.compiled_step off: the same kernels called one by one), prefill_tokens_per_s (best of 2),
+step with CPUDecoder.compiled_step off: the same kernels called one by one),
+prefill_tokens_per_s (best of 2),
 prefill_cpu_s, floor_tokens_per_s, bandwidth_gbps, decode_vs_floor, baseline_tokens_per_s,
 weight_bytes, rss_bytes (resident while decoding), peak_rss_bytes, load_avg, kernel, product]}.
 """
@@ -124,9 +125,9 @@ def print_table(rows, kernels, bandwidth):
     for k in kernels:
         print(f"  gemv_{k['kernel']:<8} d_in {k['d_in']:5d}  {k['threads']} threads  "
               f"{k['gbps']:6.2f} GB/s (median {k['median_gbps']:.2f}), load {k['load_avg']:.1f}")
-    head = (f"{'size':>5} {'thr':>3} {'decode tok/s':>12} {'best':>7} {'kernels':>7} {'cpu ms':>7} "
-            f"{'floor':>7} {'of floor':>8} {'prefill tok/s':>13} {'f32 GEMV tok/s':>14} {'weights MB':>10} "
-            f"{'RSS MB':>7} {'load':>5}")
+    head = (f"{'size':>5} {'thr':>3} {'decode tok/s':>12} {'best':>7} {'kernels':>7} "
+            f"{'cpu ms':>7} {'floor':>7} {'of floor':>8} {'prefill tok/s':>13} "
+            f"{'f32 GEMV tok/s':>14} {'weights MB':>10} {'RSS MB':>7} {'load':>5}")
     print(head)
     for r in rows:
         base = f"{r['baseline_tokens_per_s']:14.2f}" if "baseline_tokens_per_s" in r else " " * 14

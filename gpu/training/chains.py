@@ -1,6 +1,6 @@
-"""The trainer's element-wise chains as single CuPy kernels (`chains="kernels"`, the GPU's default): the same expressions as
-functional.py (and so as the oracle), evaluated in one pass instead of one CuPy call per
-operation.
+"""The trainer's element-wise chains as single CuPy kernels (`chains="kernels"`, the GPU's
+default): the same expressions as functional.py (and so as the oracle), evaluated in one pass
+instead of one CuPy call per operation.
 
 Why: run 37 (gpu/bench/results) measured a 370M step at B = 8 spending ~360 ms of device time,
 most of it in chains such as sigmoid (abs, exp, add, divide, compare, where, multiply: seven
@@ -35,6 +35,9 @@ OPTIONS = ("--fmad=false",)
 # sigmoid(x) into `sg`, as functional.sigmoid: never overflows, exact 0.5 at 0
 _SIGMOID = ("T e_ = exp(-fabs(x)); T s_ = T(1) / (T(1) + e_); "
             "T sg = x >= T(0) ? s_ : e_ * s_;")
+# functional.silu(x) and silu_grad(x) from sg, in their order of operations
+_SILU = "(x * sg)"
+_SILU_GRAD = "(sg * (T(1) + x * (T(1) - sg)))"
 
 
 @functools.cache
@@ -43,21 +46,20 @@ def _kernels():
     ew = functools.partial(cupy.ElementwiseKernel, options=OPTIONS)
     red = functools.partial(cupy.ReductionKernel, options=OPTIONS)
     k = {}
-    k["silu"] = ew("T x", "T y", _SIGMOID + "y = x * sg;", "mmfree_silu")
-    k["silu_grad"] = ew("T x", "T y", _SIGMOID + "y = sg * (T(1) + x * (T(1) - sg));",
-                        "mmfree_silu_grad")
-    # functional: silu(gate) * u = (gate * sigmoid(gate)) * u
-    k["glu_input"] = ew("T x, T u", "T y", _SIGMOID + "y = (x * sg) * u;", "mmfree_glu_input")
+    k["silu"] = ew("T x", "T y", _SIGMOID + f"y = {_SILU};", "mmfree_silu")
+    k["silu_grad"] = ew("T x", "T y", _SIGMOID + f"y = {_SILU_GRAD};", "mmfree_silu_grad")
+    # functional: silu(gate) * u
+    k["glu_input"] = ew("T x, T u", "T y", _SIGMOID + f"y = {_SILU} * u;", "mmfree_glu_input")
     # functional: da * u * silu_grad(gate) and da * silu(gate)
     k["glu_dz"] = ew("T da, T x, T u", "T dgate, T du",
-                     _SIGMOID + "dgate = (da * u) * (sg * (T(1) + x * (T(1) - sg)));"
-                     "du = da * (x * sg);", "mmfree_glu_dz")
-    k["gate_output"] = ew("T gn, T x", "T y", _SIGMOID + "y = gn * (x * sg);",
+                     _SIGMOID + f"dgate = (da * u) * {_SILU_GRAD}; du = da * {_SILU};",
+                     "mmfree_glu_dz")
+    k["gate_output"] = ew("T gn, T x", "T y", _SIGMOID + f"y = gn * {_SILU};",
                           "mmfree_gate_output")
     # functional: dh = dy * gn * silu_grad(h); the g_norm backward's input dy * silu(h)
     k["gate_output_backward"] = ew(
         "T dy, T gn, T x", "T dh, T dgn",
-        _SIGMOID + "dh = (dy * gn) * (sg * (T(1) + x * (T(1) - sg))); dgn = dy * (x * sg);",
+        _SIGMOID + f"dh = (dy * gn) * {_SILU_GRAD}; dgn = dy * {_SILU};",
         "mmfree_gate_output_backward")
     # rstd = 1 / sqrt(mean(x^2) + eps) per row: the mean as sum / D
     k["rstd"] = red("T x, T d, T eps", "T rstd", "x * x", "a + b",
@@ -137,7 +139,8 @@ def rmsnorm_backward(dy, x_normed, rstd, weight):
 
 
 def normed_and_hat(x, rstd, q, scale_x):
-    """x: (M, D), rstd, scale_x: (M, 1), q: (M, D) int8 -> x_normed = x rstd, x_hat = q / scale_x."""
+    """x: (M, D), rstd, scale_x: (M, 1), q: (M, D) int8 -> x_normed = x rstd,
+    x_hat = q / scale_x."""
     return _kernels()["normed_and_hat"](x, rstd, q, scale_x)
 
 
@@ -164,4 +167,3 @@ def adamw_update(p, g, m, v, decay, one_m_b1, b2, one_m_b2, step, bias2, eps):
 def sum_squares(g):
     """-> 0-d float64 array: the sum of g^2, each term and the sum in float64."""
     return _kernels()["sum_squares"](g)
-

@@ -37,7 +37,8 @@ def embedding_backward(xp, ids, dh, vocab_size):
     starts = xp.concatenate([xp.nonzero(first)[0], xp.asarray([ids.shape[0]])]).astype(np.int64)
     rows = xp.empty((starts.shape[0] - 1, dh.shape[1]), dh.dtype)
     n = rows.size
-    fast(segment_sum_kernel)[(n + TPB - 1) // TPB, TPB](order.astype(np.int64), starts, dh, rows)
+    fast(segment_sum_kernel)[(n + TPB - 1) // TPB, TPB](order.astype(np.int64), starts, dh,
+                                                         rows)
     demb = xp.zeros((vocab_size, dh.shape[1]), dh.dtype)
     demb[sorted_ids[first]] = rows
     return demb

@@ -23,6 +23,8 @@ def adamw_step(xp, params, grads, state, lr, beta1=0.9, beta2=0.999, eps=1e-8,
     """One AdamW step, in place (the oracle's adamw_step, line for line). kernel: one kernel a
     parameter (chains.adamw_update); None: for CuPy arrays, NumPy has no such kernel."""
     kernel = xp is not np if kernel is None else kernel
+    if kernel:
+        from gpu.training.chains import adamw_update
     state.step += 1
     bias1 = 1 - beta1 ** state.step
     bias2_sqrt = math.sqrt(1 - beta2 ** state.step)
@@ -31,7 +33,6 @@ def adamw_step(xp, params, grads, state, lr, beta1=0.9, beta2=0.999, eps=1e-8,
         m, v = state.m[name], state.v[name]
         decayed = weight_decay and decay(name, p)
         if kernel:
-            from gpu.training.chains import adamw_update
             adamw_update(p, g, m, v, 1 - lr * weight_decay if decayed else 1.0, 1 - beta1,
                          beta2, 1 - beta2, lr / bias1, bias2_sqrt, eps)
             continue
