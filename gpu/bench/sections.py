@@ -16,6 +16,8 @@ import contextlib
 import importlib
 import time
 
+from gpu.training.backend import OPS
+
 # (module, function) pairs of gpu/training whose time a step is split into; a function
 # imported by name into several modules is replaced in each, so every call site is timed
 # (chains.py's kernels are reached as attributes of the module: Backend.ops, optim)
@@ -46,10 +48,7 @@ TRAINING_PARTS = (
     ("gpu.training.model", "loss_and_grads"),
     ("gpu.training.optim", "clip_grad_norm"),
     ("gpu.training.optim", "adamw_step"),
-) + tuple(("gpu.training.chains", name) for name in (
-    "silu", "silu_grad", "glu_input", "glu_backward_dz", "gate_output", "gate_output_backward",
-    "rmsnorm_forward", "rmsnorm_backward", "normed_and_hat", "dequantize", "ternary_codes",
-    "adamw_update", "sum_squares"))
+) + tuple(("gpu.training.chains", name) for name in OPS + ("adamw_update", "sum_squares"))
 # where the functions above are also bound by name (from ... import ...)
 IMPORTERS = ("gpu.training.bitlinear", "gpu.training.layers", "gpu.training.model")
 

@@ -153,8 +153,9 @@ def profile(s, size, batch, seq, matmul):
 
 
 def sections(s, size, batches, seq, matmul, chains="kernels"):
-    """One fused step at each batch with every part timed alone (gpu/bench/sections.py), after
-    an untimed warm-up step -> the report's text: exclusive ms per part and batch."""
+    """At each batch: the unsynchronised median of 3 fused steps (after 2 warm-up steps), then
+    one step with every part timed alone (gpu/bench/sections.py) -> the report's text:
+    exclusive ms per part and batch."""
     import cupy
     from gpu.bench.sections import TRAINING_PARTS, timed
     from gpu.training.backend import Backend, PeakMemory
