@@ -9,9 +9,10 @@ their calls. Each kernel here reads its inputs once and writes its outputs once.
 
 Bits: the kernels are compiled without FMA contraction (`--fmad=false`) and evaluate each
 expression in functional.py's order, so an element-wise kernel gives the unfused chain's bits
-exactly (IEEE division and square root are CUDA's defaults). The row reductions (the RMSNorm
-statistics) sum in another order than CuPy's mean and so differ in the last bits; the float32
-bound of tests/gpu/test_training.py covers them.
+exactly (IEEE division and square root are CUDA's defaults). The reductions (the RMSNorm
+statistics, and its backward's row and column sums in gpu/training/rmsnorm_backward.py) sum in
+another order than CuPy's mean and so differ in the last bits; the float32 bound of
+tests/gpu/test_training.py covers them.
 
     silu(x), silu_grad(x)                     (any shape)
     glu_input(z, n)                           z (M, 2N) -> silu(gate) u (M, N)
@@ -66,14 +67,6 @@ def _kernels():
                     "rstd = T(1) / sqrt(a / d + eps)", "0", "mmfree_rstd")
     k["norm_apply"] = ew("T x, T rstd, T w", "T xn, T y", "xn = x * rstd; y = xn * w;",
                          "mmfree_norm_apply")
-    # mean(dy w x_normed) per row, the RMSNorm backward's projection term
-    k["row_dot"] = red("T dy, T w, T xn, T d", "T c", "(dy * w) * xn", "a + b",
-                       "c = a / d", "0", "mmfree_row_dot")
-    k["norm_backward"] = ew("T dy, T w, T xn, T rstd, T c", "T dx",
-                            "dx = rstd * (dy * w - xn * c);", "mmfree_norm_backward")
-    # dweight = sum over rows of dy x_normed, without the (M, D) product in memory
-    k["column_dot"] = red("T dy, T xn", "T dw", "dy * xn", "a + b", "dw = a", "0",
-                          "mmfree_column_dot")
     # BitLinear's x_normed = x rstd and x_hat = q / scale_x (q int8, exact in T)
     k["normed_and_hat"] = ew("T x, T rstd, int8 q, T sx", "T xn, T xh",
                              "xn = x * rstd; xh = T(q) / sx;", "mmfree_normed_and_hat")
@@ -131,11 +124,10 @@ def rmsnorm_forward(x, weight, eps):
 
 
 def rmsnorm_backward(dy, x_normed, rstd, weight):
-    """dy: (M, D) -> dx (M, D), dweight (D,): functional.rmsnorm_backward."""
-    t = dy.dtype.type
-    dweight = _kernels()["column_dot"](dy, x_normed, axis=0)
-    c = _kernels()["row_dot"](dy, weight, x_normed, t(dy.shape[1]), axis=1, keepdims=True)
-    return _kernels()["norm_backward"](dy, weight, x_normed, rstd, c), dweight
+    """dy: (M, D) -> dx (M, D), dweight (D,): functional.rmsnorm_backward in one pass over row
+    blocks (gpu/training/rmsnorm_backward.py, compiled with this module's OPTIONS)."""
+    from gpu.training import rmsnorm_backward as one_pass
+    return one_pass.rmsnorm_backward(dy, x_normed, rstd, weight)
 
 
 def normed_and_hat(x, rstd, q, scale_x):

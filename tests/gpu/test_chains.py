@@ -60,34 +60,56 @@ def test_element_wise_kernels_give_the_chains_bits(cp, shape):
         np.testing.assert_array_equal(got.get(), want.get(), err_msg=f"pair {k}")
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (5, 257), (256, 2048)])
-def test_rmsnorm_kernels_within_a_sums_rounding(cp, shape):
+@pytest.mark.parametrize("shape", [(1, 1), (5, 257), (256, 2048), (16 * 37 + 3, 5632 + 5),
+                                   (8192, 1024), (16 * 1100 + 7, 3)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rmsnorm_kernels_within_a_sums_rounding(cp, shape, dtype):
     from gpu.training import chains
+    from gpu.training.rmsnorm_backward import BLOCK, ROWS
     rng = np.random.default_rng(7)
-    x = rng.standard_normal(shape).astype(np.float32)
+    x = rng.standard_normal(shape).astype(dtype)
     x[0] *= 1e-3                                      # rows of other magnitudes
-    dy = rng.standard_normal(shape).astype(np.float32)
-    w = rng.uniform(0.5, 1.5, shape[1]).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(dtype)
+    w = rng.uniform(0.5, 1.5, shape[1]).astype(dtype)
     y, (xn, rstd) = chains.rmsnorm_forward(cp.asarray(x), cp.asarray(w), 1e-6)
     dx, dw = chains.rmsnorm_backward(cp.asarray(dy), xn, rstd, cp.asarray(w))
-    x64, dy64, w64 = (a.astype(np.float64) for a in (x, dy, w))
-    r64 = 1 / np.sqrt(np.mean(x64 * x64, axis=-1, keepdims=True) + 1e-6)
+    assert dx.dtype == dw.dtype == dtype and dx.shape == shape and dw.shape == shape[1:]
+    # the reference in a wider float: float64 for float32, x87's 64-bit mantissa for float64
+    wide = np.float64 if dtype == np.float32 else np.longdouble
+    x64, dy64, w64 = (a.astype(wide) for a in (x, dy, w))
+    r64 = 1 / np.sqrt(np.mean(x64 * x64, axis=-1, keepdims=True) + wide(1e-6))
     xn64 = x64 * r64
     dxn64 = dy64 * w64
     dx64 = r64 * (dxn64 - xn64 * np.mean(dxn64 * xn64, axis=-1, keepdims=True))
     dw64 = np.sum(dy64 * xn64, axis=0)
-    # A float32 sum of n terms in a tree order is within (log2 n) u of its value relative to
-    # the sum of |terms| (the row's squares, the row's dy w x_normed, the column's dy x_normed),
-    # and each result adds a few roundings (the mean's division, eps, sqrt, reciprocal; the
-    # products): bounds (log2 n + 5) u. Measured on the H200 (2026-12-03), in u: rstd 0.4 /
-    # 0.7 / 2.2, y 0.6 / 1.3 / 2.1, dx 0.5 / 1.2 / 1.6, dweight 0.8 / 0.8 / 0.5 at the three
-    # shapes: random-walk sums, below the worst case the bound covers
-    d, m = shape[1], shape[0]
-    row, col = (np.log2(d) + 5) * U32, (np.log2(m) + 5) * U32
+    # A float sum whose longest chain of additions is L is within L u of its value relative
+    # to the sum of |terms| (the row's squares, the row's dy w x_normed, the column's
+    # dy x_normed), and each result adds a few roundings (the mean's division, eps, sqrt,
+    # reciprocal; the products): bounds (L + 5) u. The chains: rstd, CuPy's tree over the row,
+    # log2 D; the backward's row sum (gpu/training/rmsnorm_backward.py), ceil(D / BLOCK) - 1
+    # in a thread + log2 BLOCK across the block; its column sum, log2 ROWS in a block + 9 in
+    # a pass over 512 blocks + at most 2 log2 (passes) across passes. Measured on the H200
+    # (2026-12-03, the CuPy reductions before rmsnorm_backward.py), float32, in u: rstd 0.4 /
+    # 0.7 / 2.2, y 0.6 / 1.3 / 2.1, dx 0.5 / 1.2 / 1.6, dweight 0.8 / 0.8 / 0.5 at the first
+    # three shapes: random-walk sums, below the worst case the bound covers
+    u = np.finfo(dtype).eps / 2
+    (m, d), blocks = shape, -(-shape[0] // ROWS)
+    row = (np.log2(d) + 5) * u
+    back_row = (-(-d // BLOCK) - 1 + np.log2(BLOCK) + 5) * u
+    col = (np.log2(ROWS) + 9 + 2 * np.log2(-(-blocks // 512)) + 5) * u
     assert np.max(np.abs(rstd.get() - r64) / r64) < row
     assert np.max(np.abs(y.get() - xn64 * w64)) < row * np.abs(xn64 * w64).max()
-    assert np.max(np.abs(dx.get() - dx64)) < row * np.abs(dx64).max()
+    assert np.max(np.abs(dx.get() - dx64)) < back_row * np.abs(dx64).max()
     assert np.max(np.abs(dw.get() - dw64)) < col * np.abs(dy64 * xn64).sum(axis=0).max()
+
+
+def test_rmsnorm_backward_names_bad_input(cp):
+    from gpu.training.rmsnorm_backward import rmsnorm_backward
+    a = cp.ones((3, 4), cp.float32)
+    with pytest.raises(ValueError, match="dtype"):
+        rmsnorm_backward(a, a.astype(cp.float64), cp.ones((3, 1), cp.float32), a[0])
+    with pytest.raises(ValueError, match="want"):
+        rmsnorm_backward(a, a, cp.ones((3,), cp.float32), a[0])
 
 
 def test_adamw_update_gives_the_unfused_bits(cp):
