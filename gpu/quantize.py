@@ -100,6 +100,26 @@ def _block_reduce(red, v, is_max):
 
 
 @cuda.jit(device=True)
+def warp_reduce(red, v, is_max):
+    """Sum (or max) of v over this thread's warp, given to each of its threads (a butterfly of
+    shuffles: both partners add the same two values, so every lane gets the same bits). Under
+    the simulator, which has no shuffles, a warp is the whole block (TPB = 32): the values
+    folded in lane order through red, shared (>= 1, TPB)."""
+    if SIMULATOR:
+        red[0, cuda.threadIdx.x] = v
+        cuda.syncthreads()
+        v = red[0, 0]
+        for w in range(1, TPB):
+            v = max(v, red[0, w]) if is_max else v + red[0, w]
+        cuda.syncthreads()
+        return v
+    for off in (16, 8, 4, 2, 1):
+        o = cuda.shfl_xor_sync(0xFFFFFFFF, v, off)
+        v = max(v, o) if is_max else v + o
+    return v
+
+
+@cuda.jit(device=True)
 def block_sum(red, v):
     """Sum of v over the block, given to every thread; red: shared (>= 1, TPB)."""
     return _block_reduce(red, v, False)

@@ -43,14 +43,16 @@ def main(argv=None):
     import cupy
     from numba import cuda
     from gpu.launch import fast
-    from gpu.training.norm_quantize import TPB, norm_quantize_kernel
+    from gpu.training.norm_quantize import ROWS, TPB, norm_quantize_kernel
     m, d = 8, 1024
     x = cupy.random.standard_normal((m, d), np.float32)
-    w = cupy.ones(d, np.float32)
-    q, sc, rs = cupy.empty((m, d), np.int8), cupy.empty(m, np.float32), cupy.empty(m, np.float32)
+    w = cupy.ones((1, d), np.float32)
+    q, sc = cupy.empty((1, m, d), np.int8), cupy.empty((1, m), np.float32)
+    rs = cupy.empty(m, np.float32)
     eps = np.float32(1e-6)
     nb = [cuda.as_cuda_array(a) for a in (x, w, q, sc, rs)]
-    kern = norm_quantize_kernel[m, TPB]
+    grid = -(-m // ROWS)
+    kern = norm_quantize_kernel[grid, TPB]
     ew = cupy.ElementwiseKernel("T x, T w", "T y", "y = x * w", "probe_mul")
     y = cupy.empty_like(x)
     cases = {
@@ -58,7 +60,7 @@ def main(argv=None):
         "numba": lambda: kern(nb[0], nb[1], eps, nb[2], nb[3], nb[4]),
         "converted": lambda: kern(*[cuda.as_cuda_array(a) for a in (x, w)], eps,
                                   *[cuda.as_cuda_array(a) for a in (q, sc, rs)]),
-        "fast": lambda: fast(norm_quantize_kernel)[m, TPB](x, w, eps, q, sc, rs),
+        "fast": lambda: fast(norm_quantize_kernel)[grid, TPB](x, w, eps, q, sc, rs),
         "cupy_ew": lambda: ew(x, w, y),
     }
     for fn in cases.values():         # compile and warm up

@@ -37,6 +37,8 @@ TRAINING_PARTS = (
     ("gpu.training.functional", "cross_entropy"),
     ("gpu.training.bitlinear", "quantize_weights"),
     ("gpu.training.bitlinear", "bitlinear_forward"),
+    ("gpu.training.bitlinear", "bitlinears_forward"),
+    ("gpu.training.bitlinear", "recompute_inputs"),
     ("gpu.training.bitlinear", "bitlinear_backward"),
     ("gpu.training.layers", "_gate_output"),
     ("gpu.training.layers", "mlgru_forward"),

@@ -14,7 +14,8 @@ come from the backend, in one of two implementations (`kernels`):
               gpu/launch.py's fast path; both use the default stream, so their work is ordered.
 The parts:
     norm_quantize(x, weight, eps)  rmsnorm + absmax_int8 -> q, scale, rstd (one kernel,
-                                   gpu/training/norm_quantize.py, with `norm_kernel`)
+                                   gpu/training/norm_quantize.py, with `norm_kernel`), for
+                                   one weight (D,) or P stacked (P, D) over the same x
     codes_product(q, t, sx, sw)   (M, K) int8 x (N, K) int8, sw a host float -> (M, N) float: sum_k q t / (sx sw)
     gates_scan(i_pre, f_pre, lb)  the MLGRU gates and recurrence, (B, T, D) -> h (B, T, D)
     gates_scan_backward(...)      -> di, df_pre (B, T, D), dlb (D,) or None
@@ -192,17 +193,29 @@ class Backend:
 
     def norm_quantize(self, x, weight, eps):
         """x: (M, D), weight: (D,) -> q (M, D) int8, scale (M, 1), rstd (M, 1): rmsnorm then
-        absmax_int8, as mmfree_ref.bitlinear.bitlinear_forward's first lines."""
+        absmax_int8, as mmfree_ref.bitlinear.bitlinear_forward's first lines. weight (P, D):
+        P BitLinears reading the same x -> q (P, M, D), scale (P, M, 1), rstd (M, 1)."""
+        one = weight.ndim == 1
+        weights = weight[None] if one else weight
+        m, d = x.shape
         if not self.norm_kernel:
             from gpu.training import functional as fn
-            n, (_, rstd) = fn.rmsnorm_forward(self.xp, x, weight, eps)
-            q, scale = fn.absmax_int8(self.xp, n)
-            return q, scale, rstd
-        from gpu.training import norm_quantize
-        m, d = x.shape
-        q, scale, rstd = self._out((m, d), np.int8), self._out(m), self._out(m)
-        norm_quantize.launch(self._dev(x), self._dev(weight), eps, q, scale, rstd)
-        return self._host(q), self._host(scale)[:, None], self._host(rstd)[:, None]
+            qs, scales = [], []
+            for w in weights:
+                n, (_, rstd) = fn.rmsnorm_forward(self.xp, x, w, eps)
+                q, scale = fn.absmax_int8(self.xp, n)
+                qs.append(q)
+                scales.append(scale)
+            q, scale = self.xp.stack(qs), self.xp.stack(scales)
+        else:
+            from gpu.training import norm_quantize
+            p = weights.shape[0]
+            q, scale, rstd = self._out((p, m, d), np.int8), self._out((p, m)), self._out(m)
+            norm_quantize.launch(self._dev(x), self._dev(self.xp.ascontiguousarray(weights)),
+                                 eps, q, scale, rstd)
+            q, scale = self._host(q), self._host(scale)[:, :, None]
+            rstd = self._host(rstd)[:, None]
+        return (q[0], scale[0], rstd) if one else (q, scale, rstd)
 
     def gates_scan(self, i_pre, f_pre, lb):
         """i_pre, f_pre: (B, T, D), lb: (D,) or None -> h (B, T, D), from h_0 = 0."""

@@ -10,6 +10,8 @@ reproduces mmfree_ref.bitlinear.bitlinear_forward / bitlinear_backward (the STE)
 - vanilla: what autograd keeps for RMSNorm -> activation_quant -> F.linear with a
   weight_quant'ed weight: x_normed, rstd and x_hat per call, W_hat (float) per weight for the
   whole step.
+BitLinears that read the same input (the MLGRU's i, f, g) share one norm + quantize kernel
+(bitlinears_forward, recompute_inputs): one read of the input for the three.
 The forward product is the exact integer one (backend.codes_product: int32 sums of int8 x
 ternary, as the oracle's integer path); the two backward products are float (cuBLAS on the GPU).
 
@@ -53,22 +55,50 @@ def quantize_weights(be, params, vanilla):
 def bitlinear_forward(be, x, norm_weight, w, vanilla):
     """x: (M, d_in), norm_weight: (d_in,), w: WeightCodes -> y (M, d_out), cache (a
     VanillaCache, or None in the fused form)."""
-    q, scale_x, rstd = be.norm_quantize(x, norm_weight, BITLINEAR_EPS)
-    y = be.codes_product(q, w.t, scale_x[:, 0], w.scale)
-    if not vanilla:
-        return y, None
+    (y,), (cache,) = bitlinears_forward(be, x, [norm_weight], [w], vanilla)
+    return y, cache
+
+
+def bitlinears_forward(be, x, norm_weights, ws, vanilla):
+    """P BitLinears reading the same x, their norms and quantizations in one kernel:
+    norm_weights: P of (d_in,), ws: P WeightCodes -> [y_p (M, d_out_p)], [cache_p]."""
+    q, scale_x, rstd = be.norm_quantize(x, _stacked(be, norm_weights), BITLINEAR_EPS)
+    ys, caches = [], []
+    for p, w in enumerate(ws):
+        ys.append(be.codes_product(q[p], w.t, scale_x[p][:, 0], w.scale))
+        caches.append(VanillaCache(*_normed_and_hat(be, x, (q[p], scale_x[p], rstd)))
+                      if vanilla else None)
+    return ys, caches
+
+
+def recompute_inputs(be, x, norm_weights):
+    """What the fused backward recomputes for P BitLinears reading x, in one kernel
+    -> [(q_p, scale_x_p, rstd)], each bitlinear_backward's `inputs`."""
+    q, scale_x, rstd = be.norm_quantize(x, _stacked(be, norm_weights), BITLINEAR_EPS)
+    return [(q[p], scale_x[p], rstd) for p in range(len(norm_weights))]
+
+
+def _stacked(be, norm_weights):
+    return norm_weights[0][None] if len(norm_weights) == 1 else be.xp.stack(norm_weights)
+
+
+def _normed_and_hat(be, x, inputs):
+    """-> x_normed, rstd, x_hat from the norm + quantize outputs (q, scale_x, rstd)."""
+    q, scale_x, rstd = inputs
     x_normed, x_hat = be.ops.normed_and_hat(x, rstd, q, scale_x)
-    return y, VanillaCache(x_normed, rstd, x_hat)
+    return x_normed, rstd, x_hat
 
 
-def bitlinear_backward(be, dy, cache, x, norm_weight, w):
+def bitlinear_backward(be, dy, cache, x, norm_weight, w, inputs=None):
     """dy: (M, d_out); cache from the forward; x: the forward's input (M, d_in), used by the
-    fused form only (pass None with a VanillaCache) -> dx (M, d_in), dweight (d_out, d_in),
+    fused form only (pass None with a VanillaCache); inputs: the fused form's (q, scale_x,
+    rstd) when recompute_inputs made them already -> dx (M, d_in), dweight (d_out, d_in),
     dnorm_weight (d_in,)."""
     if cache is None:                          # fused: recompute what vanilla kept
-        q, scale_x, rstd = be.norm_quantize(x, norm_weight, BITLINEAR_EPS)
-        x_normed, x_hat = be.ops.normed_and_hat(x, rstd, q, scale_x)
-        del q
+        if inputs is None:
+            inputs = recompute_inputs(be, x, [norm_weight])[0]
+        x_normed, rstd, x_hat = _normed_and_hat(be, x, inputs)
+        del inputs
         w_hat = be.ops.dequantize(w.t, w.scale, be.dtype)
     else:
         x_normed, rstd, x_hat = cache

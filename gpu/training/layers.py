@@ -13,7 +13,10 @@ from typing import NamedTuple
 
 from mmfree_ref.mlgru import G_NORM_EPS
 
-from gpu.training.bitlinear import bitlinear_backward, bitlinear_forward
+from gpu.training.bitlinear import (bitlinear_backward, bitlinear_forward, bitlinears_forward,
+                                    recompute_inputs)
+
+IFG = ("i_proj", "f_proj", "g_proj")         # the BitLinears that read the block's input
 
 
 class MLGRUCache(NamedTuple):
@@ -34,8 +37,9 @@ def _bl(be, x, p, w, name, vanilla):
     return bitlinear_forward(be, x, p[f"{name}.norm.weight"], w[f"{name}.weight"], vanilla)
 
 
-def _bl_back(be, dy, cache, x, p, w, name):
-    return bitlinear_backward(be, dy, cache, x, p[f"{name}.norm.weight"], w[f"{name}.weight"])
+def _bl_back(be, dy, cache, x, p, w, name, inputs=None):
+    return bitlinear_backward(be, dy, cache, x, p[f"{name}.norm.weight"], w[f"{name}.weight"],
+                              inputs)
 
 
 def _gate_output(be, g, h, g_norm_weight):
@@ -46,9 +50,8 @@ def _gate_output(be, g, h, g_norm_weight):
 
 def mlgru_forward(be, x, p, w, lower_bound, batch, vanilla):
     """x: (M, D) with M = batch T, lower_bound: (D,) or None -> out (M, D), MLGRUCache."""
-    i_pre, ci = _bl(be, x, p, w, "i_proj", vanilla)
-    f_pre, cf = _bl(be, x, p, w, "f_proj", vanilla)
-    g, cg = _bl(be, x, p, w, "g_proj", vanilla)
+    (i_pre, f_pre, g), (ci, cf, cg) = bitlinears_forward(
+        be, x, [p[f"{k}.norm.weight"] for k in IFG], [w[f"{k}.weight"] for k in IFG], vanilla)
     shape = (batch, x.shape[0] // batch, x.shape[1])
     h = be.gates_scan(i_pre.reshape(shape), f_pre.reshape(shape), lower_bound).reshape(x.shape)
     y = _gate_output(be, g, h, p["g_norm.weight"])[0]
@@ -68,13 +71,17 @@ def mlgru_backward(be, dout, cache, x, p, w, batch):
     del dy, gn
     dg, dgnw = be.ops.rmsnorm_backward(dgn, g_xn, g_rstd, p["g_norm.weight"])
     del dgn, g_xn, g_rstd
-    dx, dwg, dnwg = _bl_back(be, dg, cg, x, p, w, "g_proj")
+    # the fused form: i, f, g's norm and quantization recomputed at once (int8 codes kept
+    # until their backward)
+    ins_i, ins_f, ins_g = (recompute_inputs(be, x, [p[f"{k}.norm.weight"] for k in IFG])
+                           if cg is None else (None,) * 3)
+    dx, dwg, dnwg = _bl_back(be, dg, cg, x, p, w, "g_proj", ins_g)
     shape = (batch, dh.shape[0] // batch, dh.shape[1])
     di, df_pre, dlb = be.gates_scan_backward(dh.reshape(shape), c.i_pre.reshape(shape),
                                              c.f_pre.reshape(shape), c.h.reshape(shape),
                                              c.lower_bound)
-    dx_f, dwf, dnwf = _bl_back(be, df_pre.reshape(dh.shape), cf, x, p, w, "f_proj")
-    dx_i, dwi, dnwi = _bl_back(be, di.reshape(dh.shape), ci, x, p, w, "i_proj")
+    dx_f, dwf, dnwf = _bl_back(be, df_pre.reshape(dh.shape), cf, x, p, w, "f_proj", ins_f)
+    dx_i, dwi, dnwi = _bl_back(be, di.reshape(dh.shape), ci, x, p, w, "i_proj", ins_i)
     grads = {"i_proj.weight": dwi, "i_proj.norm.weight": dnwi,
              "f_proj.weight": dwf, "f_proj.norm.weight": dnwf,
              "g_proj.weight": dwg, "g_proj.norm.weight": dnwg,

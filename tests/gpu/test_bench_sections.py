@@ -25,8 +25,12 @@ def test_parts_are_counted_at_every_call_site_and_restored():
         wall = time.perf_counter() - t0
     calls = {name: n for name, n, _ in t.rows()}
     n_layers = config.num_hidden_layers
-    # 6 BitLinears a layer (i, f, g, o; gate, down) and the head: forward once, backward once
-    assert calls["bitlinear_forward"] == calls["bitlinear_backward"] == 6 * n_layers + 1
+    # 6 BitLinears a layer (i, f, g, o; gate, down) and the head, backward once each; forward:
+    # i, f, g together (bitlinears_forward), the others one by one (bitlinear_forward, which
+    # calls bitlinears_forward with one); the fused backward recomputes i, f, g's inputs at once
+    assert calls["bitlinear_backward"] == 6 * n_layers + 1
+    assert calls["bitlinear_forward"] == 3 * n_layers + 1
+    assert calls["bitlinears_forward"] == calls["recompute_inputs"] == 4 * n_layers + 1
     assert calls["mlgru_forward"] == calls["mlgru_backward"] == n_layers
     assert calls["loss_and_grads"] == calls["quantize_weights"] == 1
     # block norms (2 a layer, forward and again in the backward), the final norm, g_norm

@@ -86,21 +86,32 @@ def test_float32_kernels_step_within_float32_of_the_oracle():
 
 
 def test_norm_quantize_kernel_gives_the_oracles_codes():
-    """Odd widths, an all-zero row (codes 0 at the floor), a huge and a tiny row."""
+    """Odd widths, an all-zero row (codes 0 at the floor), a huge and a tiny row; one weight
+    and three stacked (the MLGRU's i, f, g), the three sets as three single calls."""
     be = Backend.numpy(np.float32, "numba", norm_kernel=True) if SIMULATOR else Backend.cupy()
     rng = np.random.default_rng(5)
     x = rng.standard_normal((5, 37)).astype(np.float32)
     x[1] = 0
     x[2] *= 1e15                          # x^2 near 1e30: still finite in float32
     x[3] *= 1e-20
-    w = rng.uniform(0.5, 1.5, 37).astype(np.float32)
-    q, scale, rstd = (be.to_host(a) for a in be.norm_quantize(be.asarray(x), be.asarray(w), 1e-6))
-    want = Backend.numpy(np.float32).norm_quantize(x, w, 1e-6)
-    np.testing.assert_array_equal(q, want[0])
-    # the block sum against NumPy's pairwise mean differ by a few float32 roundings, the
-    # square root and the divisions add one each: measured 2 u, bound 8 u
-    np.testing.assert_allclose(rstd, want[2], rtol=8 * 2.0 ** -24, atol=0)
-    np.testing.assert_allclose(scale, want[1], rtol=8 * 2.0 ** -24, atol=0)
+    w = rng.uniform(0.5, 1.5, (3, 37)).astype(np.float32)
+    numpy = Backend.numpy(np.float32)
+    q3, scale3, rstd3 = (be.to_host(a) for a in be.norm_quantize(be.asarray(x), be.asarray(w),
+                                                                 1e-6))
+    assert q3.shape == (3, 5, 37) and scale3.shape == (3, 5, 1) and rstd3.shape == (5, 1)
+    # the warp sum (a chain of ceil(D / 32) - 1 + 5 roundings) against NumPy's pairwise mean,
+    # and one rounding each for the division by D, the square root and the reciprocal (scale:
+    # rstd's error carried through n, then one division): measured 2 u
+    bound = (-(-x.shape[1] // 32) - 1 + 5 + 3) * 2.0 ** -24
+    for p in range(3):
+        q, scale, rstd = (be.to_host(a) for a in be.norm_quantize(be.asarray(x),
+                                                                  be.asarray(w[p]), 1e-6))
+        for a, b in ((q, q3[p]), (scale, scale3[p]), (rstd, rstd3)):
+            np.testing.assert_array_equal(a, b)
+        want = numpy.norm_quantize(x, w[p], 1e-6)
+        np.testing.assert_array_equal(q, want[0])
+        np.testing.assert_allclose(rstd, want[2], rtol=bound, atol=0)
+        np.testing.assert_allclose(scale, want[1], rtol=bound + 2.0 ** -24, atol=0)
 
 
 def test_embedding_backward_sums_rows_in_token_order_like_add_at():
