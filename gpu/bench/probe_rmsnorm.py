@@ -35,7 +35,7 @@ def event_ms(fn, n=30):
 def three_kernels():
     """The backward as three CuPy kernels (the baseline): -> f(dy, x_normed, rstd, w)."""
     import cupy
-    from gpu.training.chains import OPTIONS
+    from gpu.training.kernel_options import OPTIONS
     row = cupy.ReductionKernel("T dy, T w, T xn, T d", "T c", "(dy * w) * xn", "a + b",
                                "c = a / d", "0", "probe_row_dot", options=OPTIONS)
     dx = cupy.ElementwiseKernel("T dy, T w, T xn, T rstd, T c", "T dx",

@@ -32,7 +32,9 @@ import functools
 
 import numpy as np
 
-OPTIONS = ("--fmad=false",)
+from gpu.training import rmsnorm_backward as one_pass
+from gpu.training.kernel_options import OPTIONS
+
 # sigmoid(x) into `sg`, as functional.sigmoid: never overflows, exact 0.5 at 0
 _SIGMOID = ("T e_ = exp(-fabs(x)); T s_ = T(1) / (T(1) + e_); "
             "T sg = x >= T(0) ? s_ : e_ * s_;")
@@ -125,8 +127,7 @@ def rmsnorm_forward(x, weight, eps):
 
 def rmsnorm_backward(dy, x_normed, rstd, weight):
     """dy: (M, D) -> dx (M, D), dweight (D,): functional.rmsnorm_backward in one pass over row
-    blocks (gpu/training/rmsnorm_backward.py, compiled with this module's OPTIONS)."""
-    from gpu.training import rmsnorm_backward as one_pass
+    blocks (gpu/training/rmsnorm_backward.py)."""
     return one_pass.rmsnorm_backward(dy, x_normed, rstd, weight)
 
 

@@ -28,7 +28,7 @@ import functools
 
 import numpy as np
 
-from gpu.training.chains import OPTIONS
+from gpu.training.kernel_options import OPTIONS
 
 ROWS = 16                  # rows a block: the column tree is unrolled over them
 BLOCK = 256                # threads a block: 8 warps
