@@ -232,11 +232,12 @@ def run_calibrate(args):
                          "compares the paper's own configurations with its published figures")
     _check_outputs(args)
     groups = all_rows()
+    width = max(len(r.name) for _, rows in groups for r in rows)     # the columns line up
     for title, rows in groups:
         print(title)
         for r in rows:
-            print(f"  {r.name:42s} paper {r.paper:9.4g} model {r.model:9.4g} {r.unit:6s} "
-                  f"{100 * r.error:+6.1f}%  {r.note}")
+            print(f"  {r.name:{width}s} paper {r.paper:9.4g} model {r.model:9.4g} {r.unit:6s} "
+                  f"{100 * r.error:+6.1f}%  {r.note}".rstrip())
     if args.json:
         _write_json(args.json, {title: [dict(r._asdict(), error=r.error) for r in rows]
                                 for title, rows in groups})

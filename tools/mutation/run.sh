@@ -8,7 +8,8 @@
 #                                          e.g. `results`, `show NAME`, `run NAME...` (re-run
 #                                          some), `run --max-children 1` (resume a stopped run)
 #
-# GROUP is one of the files tools/mutation/GROUP.cfg (oracle, sampling, graders, fpga, formats).
+# GROUP is one of the files tools/mutation/GROUP.cfg (oracle, config, sampling, graders, formats,
+# fpga; fpga's parts: fpga_cycles, fpga_datapath, fpga_engine, fpga_memory, fpga_rest).
 # The scratch copy lives in ${MUTATION_DIR:-/tmp/mmfree-mutation}/GROUP, so mutmut's mutants/
 # folder and its result files never enter the working tree. See docs/mutation.md.
 set -euo pipefail
