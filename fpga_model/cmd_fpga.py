@@ -99,15 +99,15 @@ def register(sub):
     p.add_argument("--blocks-only", action="store_true",
                    help="only the L blocks (no embedding, no LM head), as the paper's tables")
     p.set_defaults(func=run)
-    modes = p.add_subparsers(dest="fpga_mode", metavar="MODE")
+    modes = p.add_subparsers(metavar="MODE")
     s = modes.add_parser("sweep", help="tokens/s and tokens/J over cores x bandwidth",
                          description="tokens/s and tokens/J of a batch-1 token step over "
                                      "every core count x off-chip bandwidth")
     _add_common(s, mode=True)
-    s.add_argument("--cores", dest="cores_list", default="1,2,4,8,16,32,64",
+    s.add_argument("--cores", dest="cores_list", default="1,2,4,8,16,32,64", metavar="N,N,...",
                    help="comma-separated core counts")
     s.add_argument("--bandwidth-gbs", dest="bandwidth_list", default="4.8,19.2,76.8,460",
-                   help="comma-separated off-chip bandwidths in GB/s")
+                   metavar="GBS,GBS,...", help="comma-separated off-chip bandwidths in GB/s")
     s.set_defaults(func=run_sweep)
     c = modes.add_parser("calibrate", help="the model against the published figures",
                          description="the cycle model's figures beside the published ones")

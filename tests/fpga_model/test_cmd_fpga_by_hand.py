@@ -265,9 +265,9 @@ def test_sweep_help_lists_every_option_with_its_help(capsys, monkeypatch):
     text = _help(["fpga", "sweep"], capsys, monkeypatch)
     want = dict(COMMON_OPTIONS)
     want.update({
-        "--cores CORES_LIST": "comma-separated core counts (default: 1,2,4,8,16,32,64)",
-        "--bandwidth-gbs BANDWIDTH_LIST": "comma-separated off-chip bandwidths in GB/s "
-                                          "(default: 4.8,19.2,76.8,460)"})
+        "--cores N,N,...": "comma-separated core counts (default: 1,2,4,8,16,32,64)",
+        "--bandwidth-gbs GBS,GBS,...": "comma-separated off-chip bandwidths in GB/s "
+                                       "(default: 4.8,19.2,76.8,460)"})
     got = _option_lines(text)
     assert {k: v for k, v in got.items() if k not in ("-h, --help", "--debug")} == want
     assert ("\ntokens/s and tokens/J of a batch-1 token step over every core count x off-chip "
