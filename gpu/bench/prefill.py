@@ -63,16 +63,18 @@ def compare(dec, pre, ids):
                 same_argmax=bool(np.array_equal(got.argmax(-1), want.argmax(-1)))), wall_ms
 
 
-def gate(config, rng, scan):
-    """The certificate (gpu/prefill/certify.py) of a GATE_LAYERS-layer cut of config -> dict."""
+def gate(config, rng, scan, batch=1, tokens=GATE_TOKENS, t_max=GATE_T_MAX):
+    """The certificate (gpu/prefill/certify.py) of a GATE_LAYERS-layer cut of config over
+    (batch, tokens) random ids in chunks of t_max -> dict (t_max = 1: the decoder's steps of
+    more than MAX_TOKENS sequences, gpu/bench/decode_batch.py)."""
     cut = dataclasses.replace(config, num_hidden_layers=GATE_LAYERS)
     params = init_params(cut, seed=int(rng.integers(2**31)))
-    pre = GPUPrefill.from_packed(pack_params(cut, params), t_max=GATE_T_MAX, scan=scan)
-    ids = rng.integers(0, cut.vocab_size, (1, GATE_TOKENS))
+    pre = GPUPrefill.from_packed(pack_params(cut, params), t_max=t_max, scan=scan)
+    ids = rng.integers(0, cut.vocab_size, (batch, tokens))
     cert = certify(pre, cut, params, ids)
     return dict(ok=cert.ok, free=cert.free, forced=cert.forced, forced_state=cert.forced_state,
                 flips=cert.flips, off_tie=cert.off_tie, bad_pads=cert.bad_pads,
-                layers=GATE_LAYERS, tokens=GATE_TOKENS)
+                layers=GATE_LAYERS, tokens=tokens, batch=batch, t_max=t_max)
 
 
 def time_prefill(pre, ids):

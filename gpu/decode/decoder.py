@@ -17,7 +17,12 @@ gate_proj gate_0, u_0, gate_1, u_1, ... (its epilogue forms silu(gate) u from ro
 Embeddings and norm weights stay float32.
 A step is 4 L + 2 kernels (gpu/decode/stages.py, listed by GPUDecoder._plan as Stage records);
 with use_graph (default) they are captured once per batch size into a CUDA graph
-(gpu/decode/graph.py) and each step is one graph launch. The prefill runs the prompt through
+(gpu/decode/graph.py) and each step is one graph launch. kernel="persistent" (or
+"persistent_grid") runs the step as one kernel instead (gpu/decode/persistent.py; the same
+bits as the stage kernels on its grid, measured no faster but at 370M: docs/benchmarks.md).
+The layers' weights live in stacked (L, ...) arrays (_stack_layers), the stage kernels
+reading views of them. More than MAX_TOKENS sequences: each step is a one-token chunk of the
+GEMM prefill below, which then holds the MLGRU states (self.state). The prefill runs the prompt through
 gpu/prefill/ (GPUPrefill: every token at once through the int8 tensor-core GEMM, built from
 this decoder's weights on the first prefill, 4x their bytes again as int8 codes), which then
 loads its MLGRU states into the decoder; `prefill(ids, token_by_token=True)` runs the prompt
@@ -41,7 +46,7 @@ from mmfree_ref.model import check_ids, layer_lower_bounds
 from mmfree_ref.params import param_shapes
 
 from gpu import gemm_mma
-from gpu.decode import stages
+from gpu.decode import persistent, stages
 from gpu.decode.stages import StageArgs, StageOptions, StageShape
 from gpu.common import SIMULATOR, require_capability
 from gpu.decode.graph import CudaGraph
@@ -130,7 +135,36 @@ def _random_linear(rng, d_out, d_in, n_sets=1, interleaved=False):
     return _Linear(packed, scales, norms, interleaved)
 
 
+def _stack_layers(layers):
+    """{name: (L, ...) device array} of the layers' weights, scales and norms, stacked for the
+    persistent step (gpu/decode/persistent.py StepArgs: w_ifg, sw_ifg, pw_ifg, ..., the
+    norms, lb with zeros where a layer has no lower bound). The stage kernels keep working on
+    the layers' own _Linear objects, whose packed words become views of the stacks, so the
+    weights are on the device once."""
+    out = {}
+    for kind in ("ifg", "o", "gate", "down"):
+        lins = [layer[kind] for layer in layers]
+        words = persistent.stacked([lin.words for lin in lins])
+        for i, lin in enumerate(lins):
+            p = lin.packed
+            lin.packed = PackedTernary(words[i].view(np.uint64), p.d_out, p.d_in, p.scale)
+            lin.words = words[i]
+        out["w_" + kind] = words
+        out["sw_" + kind] = persistent.stacked([lin.sw for lin in lins])
+        out["pw_" + kind] = persistent.stacked([lin.post_w for lin in lins])
+    for name in ("attn_norm", "mlp_norm", "g_norm"):
+        out[name] = persistent.stacked([layer[name] for layer in layers])
+    zero = cuda.to_device(np.zeros(layers[0]["lb"].shape, F32))
+    out["lb"] = persistent.stacked([layer["lb"] if layer["has_lb"] else zero
+                                    for layer in layers])
+    return out
+
+
 CAPABILITY = (8, 0)      # the stage kernels' weight ring copies with cp.async (gpu/decode/ring.py)
+# GPUDecoder(kernel=...): how a step runs: 4 L + 2 stage kernels, or one persistent kernel
+# whose blocks each quantize a stage's whole input (or spread it over the grid: "_grid")
+KERNELS = ("stages", "persistent", "persistent_grid")
+DEFAULT_KERNEL = "stages"
 
 
 def _require_cuda():
@@ -145,12 +179,17 @@ def _require_cuda():
 class GPUDecoder:
     """Token-by-token decoding on the GPU; see the module docstring for the interface."""
 
-    def __init__(self, params, config, use_graph=True, _layers=None):
+    def __init__(self, params, config, use_graph=True, _layers=None, kernel=DEFAULT_KERNEL,
+                 grid=None):
         """params: {checkpoint name: float array}; the weights are pack_params(config, params),
-        the same codes and scales as the packed export of params (from_packed)."""
+        the same codes and scales as the packed export of params (from_packed). kernel: how a
+        step runs, "stages" (4 L + 2 stage kernels) or "persistent" (one kernel,
+        gpu/decode/persistent.py) on `grid` blocks (None: as many as fit at once)."""
         _require_cuda()
         config.check_supported()
         self.config, self.use_graph = config, use_graph
+        self._batch, self._graph, self._prefill = None, None, None
+        self.set_kernel(kernel, grid)
         d, L = config.hidden_size, config.num_hidden_layers
         if _layers is None:
             missing = [k for k in param_shapes(config) if k not in params]
@@ -158,20 +197,24 @@ class GPUDecoder:
                 raise ValueError(f"params lacks {len(missing)} checkpoint names, e.g. {missing[0]}")
             _layers = self._build_from_packed(pack_params(config, params))
         self.emb, self.norms, self.layers, self.head, self.lbs = _layers
-        self.state = [cuda.to_device(np.zeros((1, d), F32)) for _ in range(L)]
-        self._batch, self._graph, self._prefill = None, None, None
+        self.stacks = _stack_layers(self.layers)
+        self.seg_rows = cuda.to_device(np.array(
+            [self.layers[0][k].seg_rows for k in ("ifg", "o", "gate", "down")]
+            + [self.head.seg_rows], np.int64))
+        self._new_state(1)
         self.stream = cuda.stream()
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
-    def from_packed(cls, model, use_graph=True):
+    def from_packed(cls, model, use_graph=True, **options):
         """model: a mmfree_ref.formats.packed.PackedModel (load_packed of an export, or
-        pack_params) -> a decoder on its 2-bit codes and scales as they are."""
+        pack_params) -> a decoder on its 2-bit codes and scales as they are (options: kernel,
+        grid)."""
         if not isinstance(model, PackedModel):
             raise ValueError(f"from_packed takes a PackedModel (mmfree_ref.formats.packed."
                              f"load_packed or pack_params), got {type(model).__name__}")
         _require_cuda()
-        return cls(None, model.config, use_graph, cls._build_from_packed(model))
+        return cls(None, model.config, use_graph, cls._build_from_packed(model), **options)
 
     @staticmethod
     def _build_from_packed(model):
@@ -203,8 +246,9 @@ class GPUDecoder:
                 lbs)
 
     @classmethod
-    def random(cls, config, seed=0, use_graph=True):
-        """A decoder with random packed ternary weights of config's shapes (for benchmarks)."""
+    def random(cls, config, seed=0, use_graph=True, **options):
+        """A decoder with random packed ternary weights of config's shapes (for benchmarks;
+        options: kernel, grid)."""
         _require_cuda()
         rng = np.random.default_rng(seed)
         d, n, v = config.hidden_size, config.intermediate, config.vocab_size
@@ -216,7 +260,22 @@ class GPUDecoder:
                   for i in range(config.num_hidden_layers)]
         emb = cuda.to_device((rng.standard_normal((v, d)) * 0.02).astype(F32))
         return cls(None, config, use_graph, (emb, ones(d), layers,
-                                             _random_linear(rng, v, d), None))
+                                             _random_linear(rng, v, d), None), **options)
+
+    def set_kernel(self, kernel, grid=None):
+        """Run the next steps with `kernel` (KERNELS) on `grid` blocks (None: all that fit);
+        the state is zeroed (the step's buffers are made anew)."""
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
+        if grid is not None and (isinstance(grid, bool) or not isinstance(grid, int)
+                                 or grid < 1):
+            raise ValueError(f"grid must be a number of blocks >= 1 or None, got {grid!r}")
+        # a new grid needs a new barrier counter (gridsync.py: one grid size per counter), which
+        # the next step's buffers bring: so grid is set here only
+        self.kernel, self._grid_blocks = kernel, grid
+        if self._graph is not None:
+            self._graph.close()
+        self._batch, self._graph = None, None
 
     # ---- sizes --------------------------------------------------------------------------
     def linears(self):
@@ -239,18 +298,28 @@ class GPUDecoder:
 
     def device_bytes(self):
         """Bytes of every device array the decoder holds (weights, embeddings, norms, buffers)."""
-        arrays = [self.emb, self.norms] + list(self.state)
+        arrays = [self.emb, self.norms, self.states, self.seg_rows]
         for layer in self.layers:
             arrays += [layer[k] for k in ("attn_norm", "mlp_norm", "g_norm", "lb")]
         for lin in self.linears():
             arrays += [lin.sw, lin.post_w]
+        arrays += [a for k, a in self.stacks.items() if not k.startswith("w_")]
         if self._batch is not None:
             arrays += [self.ids, self.res, self.ifg, self.t, self.gu, self.logits, self.part,
                        self.actg, self.bars]
         return self.weight_bytes() + sum(a.nbytes for a in arrays)
 
     def kernels_per_step(self):
-        return 4 * self.config.num_hidden_layers + 2
+        return 1 if self.persistent else 4 * self.config.num_hidden_layers + 2
+
+    @property
+    def grid(self):
+        """Blocks of the persistent step (None: all that fit); set_kernel changes it."""
+        return self._grid_blocks
+
+    @property
+    def persistent(self):
+        return self.kernel.startswith("persistent")
 
     # ---- the step -----------------------------------------------------------------------
     def _buffers(self, batch, opts=StageOptions()):
@@ -263,21 +332,33 @@ class GPUDecoder:
         self.res, self.ifg, self.t = z(batch, d), z(batch, 3 * d), z(batch, d)
         self.gu = z(batch, n)
         self.logits = z(batch, v)
-        self.state = [z(batch, d) for _ in range(c.num_hidden_layers)]
+        self._new_state(batch)
         self._dummy = z(1, 1)
         # scratch of the stage kernels (gpu/decode/stages.py): per-block partial statistics, the
         # activation words of one stage, and one grid-barrier counter per launch
         # (rows: the stage grid or the embedding's; under the simulator the latter is the
         # only multi-block grid, and tests the folding of rows)
         rows = max(stages.max_blocks(opts), stages.embed_blocks(d))
-        self.part = z(rows, stages.MAX_TOKENS, stages.N_STATS)
-        act = max(lin.n_sets * act_words(lin.packed.d_in) for lin in self.linears())
-        self.actg = cuda.to_device(np.zeros(batch * act, np.int32))
-        self.bars = cuda.to_device(np.zeros(self.kernels_per_step(), np.uint64))
+        act = batch * max(lin.n_sets * act_words(lin.packed.d_in) for lin in self.linears())
+        if self.persistent:
+            # two halves of partials (persistent.py) and a row of activation words per block
+            self.part = z(2, stages.max_blocks(opts), stages.MAX_TOKENS, stages.N_STATS)
+            self.actg = cuda.to_device(np.zeros((stages.max_blocks(opts), act), np.int32))
+        else:
+            self.part = z(rows, stages.MAX_TOKENS, stages.N_STATS)
+            self.actg = cuda.to_device(np.zeros(act, np.int32))
+        self.bars = cuda.to_device(np.zeros(4 * self.config.num_hidden_layers + 2, np.uint64))
         self._batch = batch
         if self._graph is not None:
             self._graph.close()
         self._graph = None
+
+    def _new_state(self, batch):
+        """Zero MLGRU states: self.states (L, B, D) for the persistent step, and self.state,
+        the list of its L views (B, D), for everything else."""
+        c = self.config
+        self.states = cuda.to_device(np.zeros((c.num_hidden_layers, batch, c.hidden_size), F32))
+        self.state = [self.states[i] for i in range(c.num_hidden_layers)]
 
     def _plan(self):
         """The stages of one step, in order: a list of Stage (4 per layer, then the head)."""
@@ -322,18 +403,53 @@ class GPUDecoder:
         return shape, args
 
     def _launch_step(self, s, kinds=None, opts=StageOptions()):
-        """Enqueue one decode step (4 L + 2 kernels) on stream s, with the stage kernels of
-        variant opts (StageOptions); with kinds (a set of stage kinds,
-        gpu/bench/probe_stages.py), only the stages of those kinds (timing only: their inputs
-        are then not what a step would give them)."""
+        """Enqueue one decode step (4 L + 2 kernels, or the persistent one) on stream s, with
+        the stage kernels of variant opts (StageOptions); with kinds (a set of stage kinds,
+        gpu/bench/probe_stages.py; stage kernels only), only the stages of those kinds
+        (timing only: their inputs are then not what a step would give them)."""
+        if self.persistent:
+            if kinds is not None:
+                raise ValueError("kinds selects stage kernels: the persistent step has one")
+            persistent.launch_step(s, self._step_args(), self._lanes(opts), self._grid(opts),
+                                   opts, self._block_act)
+            return
         plan = self._plan()
         n_part = stages.launch_embed(s, self.ids, self.emb, self.res, plan[0].pre_w,
-                                     plan[0].linear.post_w, self.part)
+                                     plan[0].linear.post_w, self.part,
+                                     grid=opts.grid if isinstance(opts.grid, int) else None)
         for site, (stage, nxt) in enumerate(zip(plan, plan[1:] + [None])):
             if kinds is not None and stage.kind not in kinds:
                 continue
             shape, args = self._stage_call(stage, nxt, site, n_part)
             n_part = stages.launch_stage(s, shape, args, opts)
+
+    def _step_args(self):
+        """persistent.StepArgs of this decoder's buffers and stacks."""
+        st = self.stacks
+        return persistent.StepArgs(
+            self.ids, self.emb, self.res, self.ifg, self.t, self.gu, self.logits, self.states,
+            st["w_ifg"], st["w_o"], st["w_gate"], st["w_down"], self.head.words,
+            st["sw_ifg"], st["sw_o"], st["sw_gate"], st["sw_down"], self.head.sw,
+            st["pw_ifg"], st["pw_o"], st["pw_gate"], st["pw_down"], self.head.post_w,
+            st["attn_norm"], st["mlp_norm"], st["g_norm"], self.norms, st["lb"],
+            F32(self.config.rms_norm_eps), self.seg_rows, self.part, self.actg,
+            self.bars[:1], self._dummy)
+
+    def _lanes(self, opts=StageOptions()):
+        """{stage kind: lanes per row} of the persistent step (as the stage kernels')."""
+        layer = self.layers[0]
+        lanes = {k: stages.stage_lanes(layer[k].words, opts) for k in ("ifg", "o", "gate",
+                                                                       "down")}
+        return {**lanes, "head": stages.stage_lanes(self.head.words, opts)}
+
+    def _grid(self, opts=StageOptions()):
+        """Blocks of the persistent step: self.grid, or all that fit at once."""
+        fit = persistent.resident(self._step_args(), self._lanes(opts), opts, self._block_act)
+        return fit if self.grid is None else self.grid
+
+    @property
+    def _block_act(self):
+        return self.kernel == "persistent"
 
     def _check_ids(self, ids_t):
         ids_t = np.asarray(ids_t)
@@ -345,9 +461,30 @@ class GPUDecoder:
                              f"{ids_t.min()}..{ids_t.max()}")
         return ids_t.astype(np.int32)
 
+    def _wide_reset(self, batch):
+        """More than MAX_TOKENS sequences: a step is a one-token chunk of the GEMM prefill
+        (gpu/prefill/: every weight read once for all B tokens, tensor-core products), whose
+        MLGRU states become the decoder's (self.state; self.states is not used)."""
+        if self._prefill is None:
+            try:
+                gemm_mma.require_wgmma()
+            except ValueError as e:
+                raise ValueError(f"decoding more than {stages.MAX_TOKENS} sequences at once "
+                                 f"runs on the GEMM prefill: {e}") from None
+        pre = self.prefiller()
+        pre.reset(batch, 1, None, False)
+        if self._graph is not None:
+            self._graph.close()
+        self.state, self._batch, self._graph = pre.state, batch, None
+
     def enqueue_step(self, ids_t):
         """Copy ids and enqueue one step on self.stream without waiting (benchmarks)."""
         ids_t = self._check_ids(ids_t)
+        if len(ids_t) > stages.MAX_TOKENS:
+            if self._batch != len(ids_t) or self.state is not self._prefill.state:
+                self._wide_reset(len(ids_t))
+            self._prefill.enqueue_chunk(ids_t[:, None])
+            return
         if self._batch != len(ids_t):
             self._buffers(len(ids_t))
         self.ids.copy_to_device(ids_t, stream=self.stream)
@@ -369,12 +506,17 @@ class GPUDecoder:
     def step(self, ids_t):
         """ids_t: (B,) int -> logits (B, V) float32 host array; advances the state."""
         self.enqueue_step(ids_t)
+        if len(ids_t) > stages.MAX_TOKENS:
+            self._prefill.stream.synchronize()
+            return self._prefill.buf.logits.copy_to_host()[:len(ids_t)]
         self.stream.synchronize()
         return self.logits.copy_to_host()
 
     def reset(self, batch=1):
         """Zero the state for `batch` sequences."""
-        if self._batch != batch:
+        if batch > stages.MAX_TOKENS:
+            self._wide_reset(batch)
+        elif self._batch != batch:
             self._buffers(batch)
         for h in self.state:
             h.copy_to_device(np.zeros(h.shape, F32))
@@ -403,7 +545,8 @@ class GPUDecoder:
     def _load_state(self, states):
         """The decoder's state <- states (L x (B, D) device arrays of the prefill)."""
         for h, src in zip(self.state, states):
-            h.copy_to_device(src, stream=self.stream)
+            if h is not src:        # more than MAX_TOKENS sequences: they are the same
+                h.copy_to_device(src, stream=self.stream)
         self.stream.synchronize()
 
     def prefill(self, ids, token_by_token=None):

@@ -138,8 +138,9 @@ class StageOptions(NamedTuple):
     blocks_per_sm: int = BLOCKS_PER_SM   # of the persistent grid (and launch bounds)
     ring: int = RING             # slots of the weight ring (gpu/decode/ring.py), 2..5
     ring_start: str = "early"    # early: at kernel start; late: after the grid barrier
-    grid: str = "max"            # max: every resident block, no more than row groups; even:
-                                 # the fewest that give no block more row groups than max
+    grid: str | int = "max"      # max: every resident block, no more than row groups; even:
+                                 # the fewest that give no block more row groups than max;
+                                 # N: N blocks (the persistent step's grid: the same bits)
     lanes_per_row: int | None = None   # None: gpu/gemv.py lanes_per_row (1 in the simulator)
     per_token: bool | None = None   # True: the fold, phase B, the lane sums and step 7 token
                                  # by token (the kernel before issue 21; the same bits); False:
@@ -153,8 +154,10 @@ def check_options(opts):
         raise ValueError(f"barrier must be one of {sorted(BARRIERS)}, got {opts.barrier!r}")
     if opts.ring_start not in ("early", "late"):
         raise ValueError(f"ring_start must be 'early' or 'late', got {opts.ring_start!r}")
-    if opts.grid not in ("max", "even"):
-        raise ValueError(f"grid must be 'max' or 'even', got {opts.grid!r}")
+    fixed = isinstance(opts.grid, int) and not isinstance(opts.grid, bool) and opts.grid >= 1
+    if opts.grid not in ("max", "even") and not fixed:
+        raise ValueError(f"grid must be 'max', 'even' or a number of blocks >= 1, got "
+                         f"{opts.grid!r}")
     if not 2 <= opts.ring <= 5:
         raise ValueError(f"ring must have 2..5 slots (48 KB of shared memory), got {opts.ring}")
     if opts.per_token not in (None, True, False):
@@ -277,12 +280,30 @@ def rows_per_pass(lpr, nxt):
     return rows - rows % 3 if nxt == NEXT_MLGRU else rows
 
 
-def make_stage(shape, lpr, opts=StageOptions()):
-    """A stage kernel for shape (StageShape: n_tok tokens, n_sets activation sets of d_in,
-    phase mode `mode`, and what the epilogue forms for the next stage: nxt = NEXT_NONE,
-    NEXT_NORM2 (statistics of the residual, for a stage with nxt_sets activation sets),
-    NEXT_GLU (v = silu(gate) u from row pairs) or NEXT_MLGRU (t from row triples)), lpr lanes
-    per row and the variant opts (StageOptions). Its arguments: StageArgs."""
+def make_stage_body(shape, lpr, opts=StageOptions(), entry=False, block_act=False):
+    """The device function of one stage (steps 1-7 of the module docstring) for shape
+    (StageShape: n_tok tokens, n_sets activation sets of d_in, phase mode `mode`, and what the
+    epilogue forms for the next stage: nxt = NEXT_NONE, NEXT_NORM2 (statistics of the
+    residual, for a stage with nxt_sets activation sets), NEXT_GLU (v = silu(gate) u from row
+    pairs) or NEXT_MLGRU (t from row triples)), lpr lanes per row and the variant opts
+    (StageOptions); make_stage's kernel calls it once, gpu/decode/persistent.py's step kernel
+    once per stage of a step.
+
+        k = body(w32, sw, seg_rows, x, pre_w, pre_eps, post_w, state, lb, has_lb, out_mode,
+                 out, nxt_pre_w, nxt_post_w, t_out, part, n_part, part_out, actg, bar, base, k,
+                 sx, rstd, red, sh_acc, sh_y, ring)
+
+    reads the partials of part (n_part rows), writes the block's into part_out, and takes
+    the shared arrays from its kernel (a stage's own would add up: the ring alone is 24 KB
+    of the 48 KB a block may declare). Grid barriers k, k + 1, ... of the kernel (base:
+    grid_epoch(bar)); it returns the number of the next. Compiled in:
+      entry      a grid barrier after the ring's first copies and before the fold: the
+                 previous stage of the same kernel has then written its outputs and partials
+                 (a kernel boundary does that for make_stage)
+      block_act  every block quantizes the whole input into `actg`, its own scratch (phase B
+                 over all words, a block barrier), instead of its share of the grid's words
+                 into the shared `actg` followed by a grid barrier: one grid barrier fewer per
+                 stage, each block converting P B act_words(D) words"""
     n_tok, n_sets, d_in, mode, nxt, nxt_sets = shape
     check_options(opts)
     if n_sets > 4 or nxt_sets > 4:
@@ -297,14 +318,12 @@ def make_stage(shape, lpr, opts=StageOptions()):
                          f"threads: use fewer lanes per row")
     dot_chunk = make_chunk_dot(n_tok)
     ring_start, ring_wait, ring_issue, ring_take = make_ring(rows_per_block, lpr, opts.ring)
-    ring_n_words = ring_words(opts.ring)       # int32 words of the block's weight ring
     grid_barrier = BARRIERS[opts.barrier]
     # the variants are compile-time constants: the defaults compile to the kernel as if the
     # switches were not there (phase_tokens = n_tok, and branches on constants are removed)
     phase_tokens = n_tok if opts.phase else 0  # tokens whose fold and phase B run
     gemv = opts.gemv
     per_token = n_tok == 1 if opts.per_token is None else opts.per_token
-    red_rows = n_tok * N_STATS      # a constant here: a shared array's shape must be one
     ring_early, ring_late = opts.ring_start == "early", opts.ring_start == "late"
     # rows per element of the pass epilogue's output, and whether the next stage's input
     # has a pre-norm there (the MLGRU's g_norm is applied in mlgru_triples)
@@ -431,15 +450,10 @@ def make_stage(shape, lpr, opts=StageOptions()):
                     state[b, j] = h
                     t_out[b, j] = t
 
-    @cuda.jit(**jit_options(opts))
-    def stage(w32, sw, seg_rows, x, pre_w, pre_eps, post_w, state, lb, has_lb, out_mode, out,
-              part, n_part, actg, bar, nxt_pre_w, nxt_post_w, t_out):
-        sx = cuda.shared.array((4, MAX_TOKENS), np.float32)     # 127 / max|n| per set, token
-        rstd = cuda.shared.array((2, MAX_TOKENS), np.float32)   # rstd1, rstd2 per token
-        red = cuda.shared.array((red_rows, N_PARTIALS), np.float32)
-        sh_acc = cuda.shared.array(SH_ACC, np.int32)            # lane sums (simulator only)
-        sh_y = cuda.shared.array(SH_ACC, np.float32)            # row pairs (simulator only)
-        ring = cuda.shared.array(ring_n_words, np.int32)        # weight chunks in flight
+    @cuda.jit(device=True)
+    def body(w32, sw, seg_rows, x, pre_w, pre_eps, post_w, state, lb, has_lb, out_mode, out,
+             nxt_pre_w, nxt_post_w, t_out, part, n_part, part_out, actg, bar, base, k_bar,
+             sx, rstd, red, sh_acc, sh_y, ring):
         m = cuda.local.array(4, np.float32)
         nw = cuda.local.array(N_NW, np.float32)                 # the epilogue's operands
         prev = cuda.local.array(MAX_TOKENS, np.float32)
@@ -453,7 +467,9 @@ def make_stage(shape, lpr, opts=StageOptions()):
         # 1. this thread's first RING - 1 weight chunks on their way (they overlap 2-5)
         if ring_early:
             at, row_i, k_i = ring_start(ring, w32)     # at: the next chunk's ring slot
-        base = grid_epoch(bar)
+        if entry:
+            grid_barrier(bar, base, k_bar)
+            k_bar += 1
         # 2.-4. norms and quantization, each activation word once in the grid
         if per_token:
             for b in range(phase_tokens):
@@ -461,14 +477,17 @@ def make_stage(shape, lpr, opts=StageOptions()):
         elif phase_tokens > 0:
             fold_all(part, n_part, pre_eps, red, es, m, rstd, sx)
         cuda.syncthreads()
+        first, stride = (tid, TPB) if block_act else (blk * TPB + tid, cuda.gridDim.x * TPB)
         if per_token:
             for b in range(phase_tokens):
-                phase_b(x, b, 1, blk * TPB + tid, cuda.gridDim.x * TPB, pre_w, post_w, rstd,
-                        sx, tp, actg)
+                phase_b(x, b, 1, first, stride, pre_w, post_w, rstd, sx, tp, actg)
         else:
-            phase_b(x, 0, phase_tokens, blk * TPB + tid, cuda.gridDim.x * TPB, pre_w, post_w,
-                    rstd, sx, tp, actg)
-        grid_barrier(bar, base, 1)
+            phase_b(x, 0, phase_tokens, first, stride, pre_w, post_w, rstd, sx, tp, actg)
+        if block_act:
+            cuda.syncthreads()
+        else:
+            grid_barrier(bar, base, k_bar)
+            k_bar += 1
         if ring_late:
             at, row_i, k_i = ring_start(ring, w32)
         # 5./6. GEMV and epilogue over this block's row groups
@@ -536,10 +555,34 @@ def make_stage(shape, lpr, opts=StageOptions()):
                 for k in range(4):
                     m[k] = es[b, 2 + k]
                 s1, s2 = block_stats(red, es[b, 0], es[b, 1], m)
-                write_partials(part, blk, b, s1, s2, m)
+                write_partials(part_out, blk, b, s1, s2, m)
         elif nxt != NEXT_NONE:
             post_stats(red, es, n_tok)
-            write_folded(red, part, blk, n_tok)
+            write_folded(red, part_out, blk, n_tok)
+        return k_bar
+
+    return body
+
+
+def make_stage(shape, lpr, opts=StageOptions()):
+    """A stage kernel (one launch per stage) for shape, lpr and opts as make_stage_body; its
+    arguments: StageArgs."""
+    body = make_stage_body(shape, lpr, opts)
+    red_rows = shape.n_tok * N_STATS    # a constant here: a shared array's shape must be one
+    ring_n_words = ring_words(opts.ring)       # int32 words of the block's weight ring
+
+    @cuda.jit(**jit_options(opts))
+    def stage(w32, sw, seg_rows, x, pre_w, pre_eps, post_w, state, lb, has_lb, out_mode, out,
+              part, n_part, actg, bar, nxt_pre_w, nxt_post_w, t_out):
+        sx = cuda.shared.array((4, MAX_TOKENS), np.float32)     # 127 / max|n| per set, token
+        rstd = cuda.shared.array((2, MAX_TOKENS), np.float32)   # rstd1, rstd2 per token
+        red = cuda.shared.array((red_rows, N_PARTIALS), np.float32)
+        sh_acc = cuda.shared.array(SH_ACC, np.int32)            # lane sums (simulator only)
+        sh_y = cuda.shared.array(SH_ACC, np.float32)            # row pairs (simulator only)
+        ring = cuda.shared.array(ring_n_words, np.int32)        # weight chunks in flight
+        body(w32, sw, seg_rows, x, pre_w, pre_eps, post_w, state, lb, has_lb, out_mode, out,
+             nxt_pre_w, nxt_post_w, t_out, part, n_part, part, actg, bar, grid_epoch(bar), 1,
+             sx, rstd, red, sh_acc, sh_y, ring)
 
     return stage
 
@@ -551,12 +594,23 @@ def make_embed(n_tok, per_token=False):
     would leave them; one block reduction for all tokens (post_stats), or one per token
     (per_token: the kernel before issue 21). The same bits either way: per token the same
     float32 operations in the same order."""
-
+    body = make_embed_body(n_tok, per_token)
     red_rows = n_tok * N_STATS      # a constant here: a shared array's shape must be one
 
     @cuda.jit
     def embed_kernel(ids, emb, res, pre_w, post_w, part):
         red = cuda.shared.array((red_rows, N_PARTIALS), np.float32)
+        body(ids, emb, res, pre_w, post_w, part, red)
+
+    return embed_kernel
+
+
+def make_embed_body(n_tok, per_token=False):
+    """The device function of make_embed's kernel, body(ids, emb, res, pre_w, post_w, part,
+    red), red: the kernel's shared (n_tok N_STATS, N_PARTIALS) float32 array."""
+
+    @cuda.jit(device=True)
+    def body(ids, emb, res, pre_w, post_w, part, red):
         acc = cuda.local.array((n_tok, N_STATS), np.float32)
         m = cuda.local.array(4, np.float32)
         nw = cuda.local.array(N_NW, np.float32)
@@ -586,7 +640,7 @@ def make_embed(n_tok, per_token=False):
             post_stats(red, acc, n_tok)
             write_folded(red, part, blk, n_tok)
 
-    return embed_kernel
+    return body
 
 
 def embed_blocks(d):
@@ -597,16 +651,18 @@ def embed_blocks(d):
 _EMBEDS = {}                    # (n_tok, per_token) -> embedding kernel
 
 
-def launch_embed(stream, ids, emb, res, pre_w, post_w, part, per_token=False):
+def launch_embed(stream, ids, emb, res, pre_w, post_w, part, per_token=False, grid=None):
     """Launch make_embed(B, per_token)'s kernel (res: (B, D)) on embed_blocks(D) blocks, at
-    most as many as part has rows; returns that number (the first stage's n_part)."""
+    most as many as part has rows, or on `grid` blocks; returns that number (the first
+    stage's n_part)."""
     n_tok = res.shape[0]
     if not 1 <= n_tok <= MAX_TOKENS:
         raise ValueError(f"decoding takes 1..{MAX_TOKENS} sequences at once, got {n_tok}")
     key = (n_tok, per_token)
     if key not in _EMBEDS:
         _EMBEDS[key] = make_embed(n_tok, per_token)
-    grid = min(embed_blocks(res.shape[1]), part.shape[0])
+    if grid is None:
+        grid = min(embed_blocks(res.shape[1]), part.shape[0])
     _EMBEDS[key][grid, TPB, stream](ids, emb, res, pre_w, post_w, part)
     return grid
 
@@ -633,7 +689,13 @@ def stage_grid(resident, n_part_rows, n_rgroups, opts=StageOptions()):
     """Blocks of a stage launch: every resident block (the grid barrier needs them all at
     once), no more than part has rows and the weights have row groups (a block without rows
     would only add barrier arrivals); grid "even": the fewest blocks that give no block more
-    row groups than that."""
+    row groups than that; grid N (an int): N blocks, with or without rows (the persistent
+    step's grid, gpu/decode/persistent.py, for comparing its bits with the stages')."""
+    if not isinstance(opts.grid, str):
+        if opts.grid > min(resident, n_part_rows):
+            raise ValueError(f"grid={opts.grid} exceeds the {min(resident, n_part_rows)} blocks "
+                             f"that can be resident and have rows of partials")
+        return opts.grid
     grid = min(resident, n_part_rows, n_rgroups)
     if opts.grid == "even":
         grid = -(-n_rgroups // -(-n_rgroups // grid))

@@ -342,6 +342,8 @@ class GPUPrefill:
             self._drop_graphs()
         for i, st in enumerate(self.state):
             src = np.zeros((batch, d), F32) if h0 is None else h0[i]
+            if src is st:           # the decoder's wide batches share these states
+                continue
             if not hasattr(src, "copy_to_host"):
                 src = np.ascontiguousarray(src, F32)
             st.copy_to_device(src, stream=self.stream)

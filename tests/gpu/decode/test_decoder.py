@@ -201,3 +201,27 @@ def test_a_gpu_without_cp_async_is_refused_in_one_line_before_compiling(monkeypa
                             f"{capability[0]}.{capability[1]}")
     with pytest.raises(ValueError, match="8.0 or newer"):
         GPUDecoder.random(c)
+
+
+def test_more_sequences_than_a_weight_stream_takes():
+    """B = MAX_TOKENS + 1: each step is a one-token chunk of the GEMM prefill (gpu/prefill/)
+    continuing from the states it keeps; token by token as the oracle, and each sequence as
+    it decodes alone through the stage kernels (B = 1)."""
+    from gpu.gemv import MAX_TOKENS
+    from tests.gpu.test_prefill import GEMM, TILE
+    c, p = tiny_params(seed=3, intermediate_size=200)
+    batch = MAX_TOKENS + 1
+    ids = np.random.default_rng(4).integers(0, c.vocab_size, (batch, 1 if SIM else 4))
+    dec = GPUDecoder(p, c)
+    dec.prefiller(gemm=GEMM, tile=TILE)
+    got = gpu_decode_logits(dec, ids)
+    assert len(dec.state) == c.num_hidden_layers and dec.state[0].shape == (batch, 16)
+    ref = decode_logits(p, c, ids)
+    assert np.abs(got - ref).max() <= RTOL_LOGITS * np.abs(ref).max()
+    np.testing.assert_array_equal(got.argmax(-1), ref.argmax(-1))
+    if SIM:
+        return                        # a wide step takes ~20 s under the simulator
+    single = np.concatenate([gpu_decode_logits(dec, ids[b:b + 1]) for b in (0, batch - 1)])
+    assert np.abs(got[[0, -1]] - single).max() <= RTOL_LOGITS * np.abs(single).max()
+    dec.reset(batch)                  # zero states: the first step again
+    np.testing.assert_array_equal(dec.step(ids[:, 0]), got[:, 0])

@@ -1,0 +1,48 @@
+"""gpu/bench/decode_step.py and decode_batch.py: refuse the simulator before writing; their
+tables say what was timed, against which reference, and what failed its gate."""
+import pytest
+
+from gpu.bench import decode_batch, decode_step
+from gpu.common import SIMULATOR
+
+
+@pytest.mark.skipif(not SIMULATOR, reason="the refusal is the simulator's")
+@pytest.mark.parametrize("module", [decode_step, decode_batch])
+def test_refuses_the_simulator_before_writing(tmp_path, module):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit, match="needs a real GPU"):
+        module.main(["--out", str(out)])
+    assert not out.exists()
+
+
+def test_decode_step_table():
+    base = dict(size="370M", batch=1, floor_ms=0.02)
+    rows = [dict(base, kernel="stages", grid="per stage", ms=0.8, launches=98, barriers=97),
+            dict(base, kernel="persistent", grid=132, resident=264, same_bits=True, ms=0.4,
+                 launches=1, barriers=97),
+            dict(base, kernel="persistent_grid", grid=264, resident=264, same_bits=False,
+                 launches=1, barriers=194)]
+    results = dict(device="gpu: X", date="2026-12-03", copy_gbps=4000.0, rows=rows,
+                   fp16={"370M": {"1": dict(fp16_ms=1.6, fp16_stream_ms=0.6)}})
+    lines = decode_step.table(results).splitlines()
+    assert lines[0] == ("gpu: X, 2026-12-03: decode step (ms); floor = packed weight bytes / "
+                        "copy bandwidth (4000 GB/s)")
+    assert lines[4] == ("| 370M | 1 | stages | per stage | 98 | 97 | 0.800 | 40.0x | 1.00x | "
+                        "0.600 | 1.600 | 0.75x |")
+    assert lines[5] == ("| 370M | 1 | persistent | 132 | 1 | 97 | 0.400 | 20.0x | 2.00x | "
+                        "0.600 | 1.600 | 1.50x |")
+    assert lines[6] == ("| 370M | 1 | persistent_grid | 264 | 1 | 194 | bits differ from the "
+                        "stages |  |  | 0.600 | 1.600 |  |")
+
+
+def test_decode_batch_table():
+    rows = [dict(size="1.3B", batch=8, ternary_agrees=True, ternary_ms=2.0,
+                 ternary_tokens_per_s=4000.0, ternary_path="stages", fp16_ms=2.5,
+                 fp16_tokens_per_s=3200.0),
+            dict(size="1.3B", batch=16, ternary_agrees=False, fp16_ms=2.6,
+                 fp16_tokens_per_s=6153.8)]
+    lines = decode_batch.table(dict(device="gpu: X", date="2026-12-03", rows=rows)).splitlines()
+    assert lines[4] == ("| 1.3B | 8 | 4000 (2.000) | stages | 3200 (2.500) | not run | "
+                        "1.25x |")
+    assert lines[5] == "| 1.3B | 16 | failed check | - | 6154 (2.600) | not run | - |"
+    assert "more as one-token chunks of the GEMM prefill" in lines[-1]
