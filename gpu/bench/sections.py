@@ -50,6 +50,8 @@ TRAINING_PARTS = (
     ("gpu.training.model", "loss_and_grads"),
     ("gpu.training.optim", "clip_grad_norm"),
     ("gpu.training.optim", "adamw_step"),
+    ("gpu.training.multi_tensor", "adamw_all"),
+    ("gpu.training.multi_tensor", "sum_squares_all"),
 ) + tuple(("gpu.training.chains", name) for name in OPS + ("adamw_update", "sum_squares"))
 # where the functions above are also bound by name (from ... import ...)
 IMPORTERS = ("gpu.training.bitlinear", "gpu.training.layers", "gpu.training.model")
