@@ -63,10 +63,13 @@ def compare(dec, pre, ids):
                 same_argmax=bool(np.array_equal(got.argmax(-1), want.argmax(-1)))), wall_ms
 
 
-def gate(config, rng, scan, batch=1, tokens=GATE_TOKENS, t_max=GATE_T_MAX):
+def gate(config, rng, scan, batch=1, tokens=None, t_max=None):
     """The certificate (gpu/prefill/certify.py) of a GATE_LAYERS-layer cut of config over
-    (batch, tokens) random ids in chunks of t_max -> dict (t_max = 1: the decoder's steps of
-    more than MAX_TOKENS sequences, gpu/bench/decode_batch.py)."""
+    (batch, tokens) random ids (None: GATE_TOKENS) in chunks of t_max (None: GATE_T_MAX;
+    1: the decoder's steps of more than MAX_TOKENS sequences, gpu/bench/decode_batch.py)
+    -> dict."""
+    tokens = GATE_TOKENS if tokens is None else tokens
+    t_max = GATE_T_MAX if t_max is None else t_max
     cut = dataclasses.replace(config, num_hidden_layers=GATE_LAYERS)
     params = init_params(cut, seed=int(rng.integers(2**31)))
     pre = GPUPrefill.from_packed(pack_params(cut, params), t_max=t_max, scan=scan)

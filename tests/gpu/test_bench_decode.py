@@ -1,17 +1,17 @@
-"""gpu/bench/decode_step.py and decode_batch.py: refuse the simulator before writing; their
-tables say what was timed, against which reference, and what failed its gate."""
+"""gpu/bench/decode_step.py (and decode_batch.py, whose table tests/gpu/test_bench_session.py
+checks): refuse the simulator before writing; the table says what was timed, against which
+reference, and what failed its gate."""
 import pytest
 
-from gpu.bench import decode_batch, decode_step
+from gpu.bench import decode_step
 from gpu.common import SIMULATOR
 
 
 @pytest.mark.skipif(not SIMULATOR, reason="the refusal is the simulator's")
-@pytest.mark.parametrize("module", [decode_step, decode_batch])
-def test_refuses_the_simulator_before_writing(tmp_path, module):
+def test_refuses_the_simulator_before_writing(tmp_path):
     out = tmp_path / "out"
-    with pytest.raises(SystemExit, match="needs a real GPU"):
-        module.main(["--out", str(out)])
+    with pytest.raises(SystemExit, match="python -m gpu.bench.decode_step needs a real GPU"):
+        decode_step.main(["--out", str(out)])
     assert not out.exists()
 
 
@@ -34,15 +34,3 @@ def test_decode_step_table():
     assert lines[6] == ("| 370M | 1 | persistent_grid | 264 | 1 | 194 | bits differ from the "
                         "stages |  |  | 0.600 | 1.600 |  |")
 
-
-def test_decode_batch_table():
-    rows = [dict(size="1.3B", batch=8, ternary_agrees=True, ternary_ms=2.0,
-                 ternary_tokens_per_s=4000.0, ternary_path="stages", fp16_ms=2.5,
-                 fp16_tokens_per_s=3200.0),
-            dict(size="1.3B", batch=16, ternary_agrees=False, fp16_ms=2.6,
-                 fp16_tokens_per_s=6153.8)]
-    lines = decode_batch.table(dict(device="gpu: X", date="2026-12-03", rows=rows)).splitlines()
-    assert lines[4] == ("| 1.3B | 8 | 4000 (2.000) | stages | 3200 (2.500) | not run | "
-                        "1.25x |")
-    assert lines[5] == "| 1.3B | 16 | failed check | - | 6154 (2.600) | not run | - |"
-    assert "more as one-token chunks of the GEMM prefill" in lines[-1]

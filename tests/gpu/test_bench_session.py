@@ -20,10 +20,17 @@ def test_benchmarks_refuse_the_simulator_before_writing(tmp_path, main, prog):
 
 def test_batch_table_says_what_was_not_run_and_what_failed():
     rows = [dict(size="1.3B", batch=8, ternary_agrees=True, ternary_ms=1.0, ternary_tokens_per_s=8000.0,
-                 fp16_ms=2.0, fp16_tokens_per_s=4000.0),
+                 ternary_path="stages", fp16_ms=2.0, fp16_tokens_per_s=4000.0),
             dict(size="1.3B", batch=4, ternary_agrees=False),
-            dict(size="1.3B", batch=16, fp16_ms=2.0, fp16_tokens_per_s=8000.0)]
+            dict(size="1.3B", batch=16, fp16_ms=2.0, fp16_tokens_per_s=8000.0),
+            dict(size="1.3B", batch=64, ternary_agrees=True, ternary_ms=4.0,
+                 ternary_tokens_per_s=16000.0, ternary_path="prefill GEMM", fp16_ms=2.0,
+                 fp16_tokens_per_s=32000.0)]
     lines = decode_batch.table(dict(device="gpu: X", date="2026-12-02", rows=rows)).splitlines()
-    assert lines[4] == "| 1.3B | 8 | 8000 (1.000) | 4000 (2.000) | not run | 2.00x |"
-    assert lines[5] == "| 1.3B | 4 | failed check | not run | not run | - |"
-    assert lines[6] == "| 1.3B | 16 | not run | 8000 (2.000) | not run | - |"
+    assert lines[4] == "| 1.3B | 8 | 8000 (1.000) | stages | 4000 (2.000) | not run | 2.00x |"
+    assert lines[5] == "| 1.3B | 4 | failed check | - | not run | not run | - |"
+    assert lines[6] == "| 1.3B | 16 | not run | - | 8000 (2.000) | not run | - |"
+    assert lines[7] == ("| 1.3B | 64 | 16000 (4.000) | prefill GEMM | 32000 (2.000) | not run | "
+                        "0.50x |")
+    assert lines[-1] == ("ternary: up to 8 sequences through the stage kernels "
+                         "(gpu.gemv.MAX_TOKENS), more as one-token chunks of the GEMM prefill.")
