@@ -3,11 +3,12 @@ the head of gpu/decode/stages.py, run one after the other by the same resident g
 meets at grid barriers (gpu/decode/gridsync.py) where the stage kernels meet at kernel
 boundaries.
 
-Why: at batch 1 a stage kernel spends most of its 7-9 us on fixed cost (launching and ending
-a kernel, ~4 us of `bare` in gpu/bench/results/probe_run19_bare.json), not on its weights
-(~1 us); in one kernel a stage's cost is its barriers and its dependent L2 round trips, and
-each block requests the next stage's first weight chunks (which do not depend on the
-activations) before it waits at the barrier.
+Why: at batch 1 a stage kernel spends most of its 7-9 us on fixed cost, not on its weights
+(~1 us); in one kernel no stage is launched or ended, and each block requests the next
+stage's first weight chunks (which do not depend on the activations) before it waits at the
+barrier. Measured (docs/benchmarks.md, "One persistent kernel per step"): faster than the
+stage kernels' graph only at 370M; a stage's chain of barrier, L2 round trips and reductions
+costs about as much as the kernel boundary did, so the decoder's default stays the stages.
 
     kernel = make_step(n_tok, lprs, opts, block_act)        # compiled once per shape
     launch_step(kernel, stream, grid, StepArgs(...))
