@@ -60,8 +60,7 @@ def bench_ternary(dec, batch, rng, vocab):
     if not row["agrees"]:
         return row
     dec.reset(batch)
-    dec.step(ids)                                   # captures this batch's graph
-    graph = dec._graph if batch <= MAX_TOKENS else dec._prefill._graphs[(batch, 1, False)]
+    graph = dec.step_graph(ids)                     # captures this batch's graph
     tm = time_launches(lambda i, s: graph.launch(s), 1, dec.weight_bytes(), repeats=20)
     return dict(row, ms=tm.median_ms, tokens_per_s=batch / tm.median_ms * 1e3,
                 path="stages" if batch <= MAX_TOKENS else "prefill GEMM")

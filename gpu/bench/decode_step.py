@@ -37,11 +37,7 @@ def first_step(dec, ids, opts=None):
         dec.reset(len(ids))
         logits = dec.step(ids)
     else:
-        dec._buffers(len(ids), opts)
-        dec.ids.copy_to_device(ids.astype(np.int32), stream=dec.stream)
-        dec._launch_step(dec.stream, opts=opts)
-        dec.stream.synchronize()
-        logits = dec.logits.copy_to_host()
+        logits = dec.eager_steps(ids[:, None], opts)[:, 0]
     return logits, dec.states.copy_to_host()
 
 
@@ -49,8 +45,8 @@ def time_graph(dec, ids):
     """Median ms of the step's CUDA graph (captured after an eager warm-up)."""
     dec.use_graph = True
     dec.reset(len(ids))
-    dec.step(ids)
-    tm = time_launches(lambda i, s: dec._graph.launch(s), 1, dec.weight_bytes(), repeats=20)
+    graph = dec.step_graph(ids)
+    tm = time_launches(lambda i, s: graph.launch(s), 1, dec.weight_bytes(), repeats=20)
     return tm.median_ms
 
 

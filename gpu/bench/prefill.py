@@ -88,9 +88,8 @@ def time_prefill(pre, ids):
 
 def time_decode_step(dec, vocab, rng, repeats):
     dec.reset(1)
-    dec.step(rng.integers(0, vocab, 1))                # captures the B = 1 step graph
-    return time_launches(lambda i, s: dec._graph.launch(s), 1, dec.weight_bytes(),
-                         repeats=repeats)
+    graph = dec.step_graph(rng.integers(0, vocab, 1))  # captures the B = 1 step graph
+    return time_launches(lambda i, s: graph.launch(s), 1, dec.weight_bytes(), repeats=repeats)
 
 
 def time_fp16(fp16, config, prompt):

@@ -267,8 +267,7 @@ class GPUDecoder:
         the state is zeroed (the step's buffers are made anew)."""
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
-        if grid is not None and (isinstance(grid, bool) or not isinstance(grid, int)
-                                 or grid < 1):
+        if grid is not None and not stages.is_block_count(grid):
             raise ValueError(f"grid must be a number of blocks >= 1 or None, got {grid!r}")
         # a new grid needs a new barrier counter (gridsync.py: one grid size per counter), which
         # the next step's buffers bring: so grid is set here only
@@ -410,8 +409,8 @@ class GPUDecoder:
         if self.persistent:
             if kinds is not None:
                 raise ValueError("kinds selects stage kernels: the persistent step has one")
-            persistent.launch_step(s, self._step_args(), self._lanes(opts), self._grid(opts),
-                                   opts, self._block_act)
+            persistent.launch_step(s, self._step_args(), self._lanes(opts), self.grid, opts,
+                                   self._block_act)
             return
         plan = self._plan()
         n_part = stages.launch_embed(s, self.ids, self.emb, self.res, plan[0].pre_w,
@@ -502,6 +501,31 @@ class GPUDecoder:
                 h.copy_to_device(v)
             self._graph = CudaGraph(self._launch_step, self.stream)
         self._graph.launch(self.stream)
+
+    def step_graph(self, ids_t):
+        """One step of ids_t (B,) through the graph of its batch (captured now if it is not
+        yet) -> that CudaGraph, whose launch(stream) replays a step (benchmarks). The state
+        advances by the step."""
+        self.step(ids_t)
+        if len(ids_t) > stages.MAX_TOKENS:
+            return self._prefill._graphs[(len(ids_t), 1, False)]
+        if self._graph is None:
+            raise ValueError("step_graph needs use_graph=True")
+        return self._graph
+
+    def eager_steps(self, ids, opts=StageOptions()):
+        """ids: (B, T) int -> logits (B, T, V) of T steps from zero states, each step's stage
+        kernels launched one by one with the variant opts (StageOptions; the stage kernels'
+        only: tests and benchmarks compare variants)."""
+        ids = np.asarray(ids)
+        self._buffers(ids.shape[0], opts)        # zero state, part sized for opts' grid
+        out = []
+        for t in range(ids.shape[1]):
+            self.ids.copy_to_device(self._check_ids(ids[:, t]), stream=self.stream)
+            self._launch_step(self.stream, opts=opts)
+            self.stream.synchronize()
+            out.append(self.logits.copy_to_host())
+        return np.stack(out, axis=1)
 
     def step(self, ids_t):
         """ids_t: (B,) int -> logits (B, V) float32 host array; advances the state."""

@@ -190,10 +190,11 @@ def step_kernel(args, lprs, opts=StageOptions(), block_act=True):
     return _SPECIALIZED[tkey]
 
 
-def launch_step(stream, args, lprs, grid, opts=StageOptions(), block_act=True):
-    """Launch the step kernel on `grid` blocks (ValueError if more than fit at once, which
-    would deadlock at the first barrier, or than part and act have rows)."""
+def launch_step(stream, args, lprs, grid=None, opts=StageOptions(), block_act=True):
+    """Launch the step kernel on `grid` blocks, None: all that fit at once (ValueError if more
+    than fit, which would deadlock at the first barrier, or than part and act have rows)."""
     kernel, resident = step_kernel(args, lprs, opts, block_act)
+    grid = resident if grid is None else grid
     rows = min(args.part.shape[1], args.act.shape[0] if block_act else grid)
     if not 1 <= grid <= min(resident, rows):
         raise ValueError(f"the persistent step needs 1..{min(resident, rows)} blocks (all "

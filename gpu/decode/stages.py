@@ -148,14 +148,18 @@ class StageOptions(NamedTuple):
                                  # there, H200 2026-12-02: 0.755 against 0.852 ms per 370M step)
 
 
+def is_block_count(x):
+    """True if x is a number of blocks (an int >= 1, not a bool)."""
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 1
+
+
 def check_options(opts):
     """Raise ValueError naming the field of StageOptions that has no kernel."""
     if opts.barrier not in BARRIERS:
         raise ValueError(f"barrier must be one of {sorted(BARRIERS)}, got {opts.barrier!r}")
     if opts.ring_start not in ("early", "late"):
         raise ValueError(f"ring_start must be 'early' or 'late', got {opts.ring_start!r}")
-    fixed = isinstance(opts.grid, int) and not isinstance(opts.grid, bool) and opts.grid >= 1
-    if opts.grid not in ("max", "even") and not fixed:
+    if opts.grid not in ("max", "even") and not is_block_count(opts.grid):
         raise ValueError(f"grid must be 'max', 'even' or a number of blocks >= 1, got "
                          f"{opts.grid!r}")
     if not 2 <= opts.ring <= 5:

@@ -112,14 +112,7 @@ SAME_RESULT_VARIANTS = {
 
 def decode_with_options(dec, ids, opts):
     """Logits (B, T, V) of dec's eager steps over ids (B, T) with the stage variant opts."""
-    dec._buffers(ids.shape[0], opts)        # zero state, part sized for opts' grid
-    out = []
-    for t in range(ids.shape[1]):
-        dec.ids.copy_to_device(np.ascontiguousarray(ids[:, t], np.int32), stream=dec.stream)
-        dec._launch_step(dec.stream, opts=opts)
-        dec.stream.synchronize()
-        out.append(dec.logits.copy_to_host())
-    return np.stack(out, axis=1)
+    return dec.eager_steps(ids, opts)
 
 
 @pytest.mark.parametrize("name", list(SAME_RESULT_VARIANTS))
@@ -225,3 +218,19 @@ def test_more_sequences_than_a_weight_stream_takes():
     assert np.abs(got[[0, -1]] - single).max() <= RTOL_LOGITS * np.abs(single).max()
     dec.reset(batch)                  # zero states: the first step again
     np.testing.assert_array_equal(dec.step(ids[:, 0]), got[:, 0])
+
+
+def test_step_graph_replays_a_step():
+    """step_graph (the benchmarks' timed graph): launched on zero states it gives the step's
+    logits again; without graphs it refuses."""
+    c, p = tiny_params()
+    dec = GPUDecoder(p, c)
+    dec.reset(1)
+    graph = dec.step_graph(np.array([3]))
+    first = dec.logits.copy_to_host()
+    dec.reset(1)
+    graph.launch(dec.stream)
+    dec.stream.synchronize()
+    np.testing.assert_array_equal(dec.logits.copy_to_host(), first)
+    with pytest.raises(ValueError, match="use_graph=True"):
+        GPUDecoder(p, c, use_graph=False).step_graph(np.array([3]))
