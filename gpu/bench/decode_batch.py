@@ -124,8 +124,7 @@ def main(argv=None):
         s.results["rows"] += bench_size(name, batches, s.fp16, s.rng)
         s.dump("decode_batch.json")
     text = table(s.results)
-    (s.out / "decode_batch_table.md").write_text(text + "\n")
-    print(text, flush=True)
+    s.write_table("decode_batch_table.md", text)
     return 1 if any(r.get("ternary_agrees") is False for r in s.results["rows"]) else 0
 
 

@@ -147,8 +147,7 @@ def main(argv=None):
                                        bench_fp16(s.fp16, name, batches).items()}
         s.dump("decode_step.json")
     text = table(s.results)
-    (s.out / "decode_step_table.md").write_text(text + "\n")
-    print(text, flush=True)
+    s.write_table("decode_step_table.md", text)
     return 1 if any(r.get("same_bits") is False for r in s.results["rows"]) else 0
 
 

@@ -206,8 +206,7 @@ def main(argv=None):
     s.dump("gemm.json")
     plot(results, s.out / "gemm.png")
     text = table(results)
-    (s.out / "gemm_table.md").write_text(text + "\n")
-    print(text, flush=True)
+    s.write_table("gemm_table.md", text)
     return 1 if failed_validations(results["rows"]) else 0
 
 

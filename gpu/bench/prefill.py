@@ -201,8 +201,7 @@ def main(argv=None):
         s.results["rows"] += bench_size(name, prompts, s, args)
         s.dump("prefill.json")
     text = table(s.results)
-    (s.out / "prefill_table.md").write_text(text + "\n")
-    print(text, flush=True)
+    s.write_table("prefill_table.md", text)
     return 1 if any(not r["gate"]["ok"] for r in s.results["rows"]) else 0
 
 

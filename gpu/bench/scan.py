@@ -297,8 +297,7 @@ def main(argv=None):
     s.results["summary"] = summarize(s.results["rows"])
     s.dump("scan.json")
     text = table(s.results)
-    (s.out / "scan_table.md").write_text(text + "\n")
-    print(text, flush=True)
+    s.write_table("scan_table.md", text)
     return 1 if failed_validations(s.results["rows"]) else 0
 
 

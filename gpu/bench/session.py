@@ -27,6 +27,11 @@ class Session:
         with open(self.out / name, "w") as fh:
             json.dump(self.results, fh, indent=1)
 
+    def write_table(self, name, text):
+        """The run's table: written to out/name (a Markdown file) and printed, last."""
+        (self.out / name).write_text(text + "\n")
+        print(text, flush=True)
+
 
 def start(prog, out, no_torch=False, seed=2406, **fields):
     """prog: the command's name (for the simulator refusal); out: folder; fields: extra entries

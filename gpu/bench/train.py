@@ -300,8 +300,7 @@ def main(argv=None):
     s.dump("train.json")
     plot(s.results, s.out / "train_sweep.png")
     text = table(s.results)
-    (s.out / "train_table.md").write_text(text + "\n")
-    print(text, flush=True)
+    s.write_table("train_table.md", text)
     return 0
 
 

@@ -2,14 +2,15 @@
 refuses before it makes its output folder (timings there mean nothing)."""
 import pytest
 
-from gpu.bench import decode_batch, gemm, run
+from gpu.bench import decode_batch, decode_step, gemm, run
 from gpu.common import SIMULATOR
 
 
 @pytest.mark.skipif(not SIMULATOR, reason="the refusal is the simulator's")
 @pytest.mark.parametrize("main, prog", [(run.main, "python -m gpu.bench"),
                                         (gemm.main, "python -m gpu.bench.gemm"),
-                                        (decode_batch.main, "python -m gpu.bench.decode_batch")])
+                                        (decode_batch.main, "python -m gpu.bench.decode_batch"),
+                                        (decode_step.main, "python -m gpu.bench.decode_step")])
 def test_benchmarks_refuse_the_simulator_before_writing(tmp_path, main, prog):
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as e:
@@ -34,3 +35,11 @@ def test_batch_table_says_what_was_not_run_and_what_failed():
                         "0.50x |")
     assert lines[-1] == ("ternary: up to 8 sequences through the stage kernels "
                          "(gpu.gemv.MAX_TOKENS), more as one-token chunks of the GEMM prefill.")
+
+
+def test_write_table_writes_the_file_and_prints_it(tmp_path, capsys):
+    from gpu.bench.session import Session
+    s = Session(tmp_path, None, None, 1.0, {})
+    s.write_table("x_table.md", "| a |\n|---|")
+    assert (tmp_path / "x_table.md").read_text() == "| a |\n|---|\n"
+    assert capsys.readouterr().out == "| a |\n|---|\n"
