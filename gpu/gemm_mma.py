@@ -135,6 +135,26 @@ TILES = {t.name: t for t in (Tile(2, 128, 128, 3, 128), Tile(2, 128, 128, 3, 128
 SIM_TILES = (Tile(1, 16, 128, 3, 128), Tile(2, 8, 128, 4, 128, 0), Tile(1, 16, 32, 3),
              Tile(1, 8, 64, 4, 0, 0), Tile(2, 8, 32, 3))
 DEFAULT = SIM_TILES[0] if SIMULATOR else Tile(2, 128, 128, 3, 128, 0)
+# Few rows (a decode step of more sequences than a weight stream takes, a short prompt): one
+# warpgroup's 64 rows hold them all, so the grid is N / bn blocks. With DEFAULT's bn = 128 a
+# (2048, 2048) product is 16 blocks, each waiting on its own chain of K steps: the weights
+# stream from a few SMs. A narrow tile puts ~all SMs on the stream. SMALL_TILES are the
+# candidates `gpu.bench.decode_batch --tiles` times in place; SMALL the fastest there (gpu
+# bench run 49: a 1.3B step of 16 sequences 2.50 ms against DEFAULT's 4.72; deeper rings of
+# 12 and 16 stages were slower, run 50, and so was K split over 2-8 blocks a tile, run 52).
+SMALL_M = 64
+SMALL_TILES = (Tile(1, 16, 128, 8, 128, 1), Tile(1, 16, 128, 4, 128, 0),
+               Tile(1, 16, 128, 6, 128, 0), Tile(1, 32, 128, 6, 128, 0),
+               Tile(1, 64, 128, 4, 128, 0))
+SMALL = SIM_TILES[3] if SIMULATOR else SMALL_TILES[0]
+if not SIMULATOR:
+    TILES.update((t.name, t) for t in SMALL_TILES)
+
+
+def pick_tile(m):
+    """The tile for a product of m rows of q: SMALL up to SMALL_M rows, else DEFAULT (the
+    same bits either way: int32 sums, one epilogue expression)."""
+    return SMALL if m <= SMALL_M else DEFAULT
 
 
 # --------------------------------------------------------------------------- device

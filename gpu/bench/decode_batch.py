@@ -1,20 +1,23 @@
 """`python -m gpu.bench.decode_batch [--out DIR] [--sizes 370M,1.3B] [--batches 1,2,...]
-[--no-torch]`: decode tokens/s against the number of sequences B decoded together, for the
-ternary GPU decoder (gpu/decode/decoder.py, one CUDA graph per step) beside torch fp16 of the same
-architecture (baselines.HGRNFp16) and the Llama-style step with its KV cache (baselines.LlamaFp16,
-a cache of CONTEXT tokens per sequence), all with random weights of the preset's shapes.
+[--tiles auto,NAME,...] [--no-torch]`: decode tokens/s against the number of sequences B
+decoded together, for the ternary GPU decoder (gpu/decode/decoder.py, one CUDA graph per step)
+beside torch fp16 of the same architecture (baselines.HGRNFp16) and the Llama-style step with
+its KV cache (baselines.LlamaFp16, a cache of CONTEXT tokens per sequence), all with random
+weights of the preset's shapes.
 
 One step decodes one token of each of the B sequences, so tokens/s = B / step time. The ternary
 decoder's stage kernels take at most gpu.gemv.MAX_TOKENS sequences in one weight stream; for
 larger B its step is a one-token chunk of the GEMM prefill (gpu/prefill/, int8 tensor cores),
-each timed as its own CUDA graph (column `path`).
+each timed as its own CUDA graph (column `path`), with each GEMM tile of --tiles ("auto":
+gemm_mma.pick_tile's choice for B rows; a name of gemm_mma.TILES fixes one; a row each).
 Red gate, per size and B: up to MAX_TOKENS, the batched step's logits for sequence b equal
 (within the decoder tests' bound, 1e-4 of max|logit|, and with the same argmax) those of a
 B = 1 step of the same token (the same kernels: in practice the same bits); above, where the
 GEMM prefill computes the norms in another order and int8 codes may flip at rounding ties,
 the certificate of gpu/prefill/certify.py for B sequences of 2 tokens in one-token chunks on
 a 2-layer cut of the size (gpu.bench.prefill.gate), the plain comparison with B = 1 steps
-recorded beside it. A B that fails gets no time and the exit status is 1.
+recorded beside it; every tile's first step has the bits of the first tile's (the tile
+changes no sum and no rounding). A B that fails gets no time and the exit status is 1.
 Writes DIR/decode_batch.json and DIR/decode_batch_table.md; prints the table last.
 """
 import argparse
@@ -25,6 +28,7 @@ import numpy as np
 
 from mmfree_ref.config import preset
 
+from gpu import gemm_mma
 from gpu.bench.prefill import gate
 from gpu.bench.run import CONTEXT, _bench_torch
 from gpu.bench.session import start
@@ -42,9 +46,42 @@ def _agrees(batched, single):
                 and np.array_equal(batched.argmax(-1), single.argmax(-1)))
 
 
-def bench_ternary(dec, batch, rng, vocab):
-    """Step time of `batch` sequences after the red gate -> dict (ms, tokens_per_s, agrees)."""
+def _tile(name):
+    """A --tiles entry -> the GPUPrefill tile keyword (None: pick_tile's choice)."""
+    if name == "auto":
+        return None
+    if name not in gemm_mma.TILES:
+        raise SystemExit(f"unknown tile {name!r}: auto or one of {', '.join(gemm_mma.TILES)}")
+    return gemm_mma.TILES[name]
+
+
+def _time_step(dec, ids):
+    dec.reset(len(ids))
+    graph = dec.step_graph(ids)                     # captures this batch's graph
+    tm = time_launches(lambda i, s: graph.launch(s), 1, dec.weight_bytes(), repeats=20)
+    return dict(ms=tm.median_ms, tokens_per_s=len(ids) / tm.median_ms * 1e3)
+
+
+def bench_tiles(dec, ids, tiles, first):
+    """More than MAX_TOKENS sequences: [{tile, same_bits, ms, tokens_per_s}] for each tile
+    name, its first step's logits against `first` (the gated step's)."""
+    rows = []
+    for name in tiles:
+        dec.prefiller(tile=_tile(name))      # the wide step's prefill, on this tile
+        dec.reset(len(ids))
+        row = dict(tile=name, same_bits=bool(np.array_equal(dec.step(ids), first)))
+        if row["same_bits"]:
+            row.update(_time_step(dec, ids))
+        rows.append(row)
+    return rows
+
+
+def bench_ternary(dec, batch, rng, vocab, tiles=("auto",)):
+    """Step time of `batch` sequences after the red gate -> dict (ms, tokens_per_s, agrees;
+    above MAX_TOKENS `tiles`, a row of bench_tiles each, ms and tokens_per_s the first's)."""
     ids = rng.integers(0, vocab, batch)
+    if batch > MAX_TOKENS:
+        dec.prefiller(tile=_tile(tiles[0]))
     dec.reset(batch)
     got = dec.step(ids)
     ref = []
@@ -59,20 +96,23 @@ def bench_ternary(dec, batch, rng, vocab):
         row.update(certificate=cert, agrees=cert["ok"])
     if not row["agrees"]:
         return row
-    dec.reset(batch)
-    graph = dec.step_graph(ids)                     # captures this batch's graph
-    tm = time_launches(lambda i, s: graph.launch(s), 1, dec.weight_bytes(), repeats=20)
-    return dict(row, ms=tm.median_ms, tokens_per_s=batch / tm.median_ms * 1e3,
-                path="stages" if batch <= MAX_TOKENS else "prefill GEMM")
+    if batch <= MAX_TOKENS:
+        return dict(row, path="stages", **_time_step(dec, ids))
+    per_tile = bench_tiles(dec, ids, tiles, got)
+    best = per_tile[0]
+    return dict(row, agrees=all(t["same_bits"] for t in per_tile), tiles=per_tile,
+                path=f"prefill GEMM, tile {best['tile']}",
+                **{k: best[k] for k in ("ms", "tokens_per_s") if k in best})
 
 
-def bench_size(name, batches, fp16, rng):
+def bench_size(name, batches, fp16, rng, tiles=("auto",)):
     cfg = preset(name)
     rows = []
     dec = GPUDecoder.random(cfg, seed=1)
     for b in batches:
         row = dict(size=name, batch=b)
-        row.update({f"ternary_{k}": v for k, v in bench_ternary(dec, b, rng, cfg.vocab_size).items()})
+        row.update({f"ternary_{k}": v
+                    for k, v in bench_ternary(dec, b, rng, cfg.vocab_size, tiles).items()})
         rows.append(row)
         print(f"{name} B={b}: {row}", flush=True)
     del dec
@@ -107,6 +147,17 @@ def table(results):
                      f"{cell(r, 'llama_fp16')} | {ratio} |")
     lines.append(f"\nternary: up to {MAX_TOKENS} sequences through the stage kernels "
                  "(gpu.gemv.MAX_TOKENS), more as one-token chunks of the GEMM prefill.")
+    wide = [(r, t) for r in results["rows"] for t in r.get("ternary_tiles", [])]
+    if wide:
+        lines += ["", "The wide steps on each GEMM tile (auto: gemm_mma.pick_tile's choice):", "",
+                  "| size | B | tile | ternary tokens/s (ms) | ternary / fp16 twin |",
+                  "|---|---:|---|---:|---:|"]
+        for r, t in wide:
+            cell = (f"{t['tokens_per_s']:.0f} ({t['ms']:.3f})" if "ms" in t
+                    else "bits differ from the first tile")
+            ratio = (f"{t['tokens_per_s'] / r['fp16_tokens_per_s']:.2f}x"
+                     if "ms" in t and "fp16_ms" in r else "-")
+            lines.append(f"| {r['size']} | {r['batch']} | {t['tile']} | {cell} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -116,12 +167,17 @@ def main(argv=None):
     ap.add_argument("--out", default="bench-out/decode_batch", help="directory for JSON and table")
     ap.add_argument("--sizes", default="370M,1.3B", help="preset sizes, comma-separated")
     ap.add_argument("--batches", default=",".join(map(str, BATCHES)), help="B values, comma-separated")
+    ap.add_argument("--tiles", default="auto", metavar="auto,NAME,...",
+                    help="GEMM tiles of the steps above MAX_TOKENS sequences (gemm_mma.TILES)")
     ap.add_argument("--no-torch", action="store_true", help="skip the torch fp16 baselines")
     args = ap.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",")]
+    tiles = args.tiles.split(",")
+    for name in tiles:
+        _tile(name)                                 # unknown names fail before any work
     s = start("python -m gpu.bench.decode_batch", args.out, args.no_torch, rows=[])
     for name in args.sizes.split(","):
-        s.results["rows"] += bench_size(name, batches, s.fp16, s.rng)
+        s.results["rows"] += bench_size(name, batches, s.fp16, s.rng, tiles)
         s.dump("decode_batch.json")
     text = table(s.results)
     s.write_table("decode_batch_table.md", text)

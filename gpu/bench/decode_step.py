@@ -1,9 +1,17 @@
 """`python -m gpu.bench.decode_step [--out DIR] [--sizes 370M,1.3B,2.7B,13B] [--batches 1]
-[--grids max,...] [--no-torch]`: the decode step's latency with each way of running it
-(gpu/decode/decoder.py KERNELS: the stage kernels, 4 L + 2 launches in a CUDA graph; the
-persistent step kernel of gpu/decode/persistent.py, one launch, with each block quantizing a
-stage's input or with phase B spread over the grid), on the grids asked for, beside the fp16
-weight stream and fp16 twin of the same architecture (gpu/bench/baselines.py).
+[--grids max,...] [--breakdown [stages,persistent]] [--no-torch]`: the decode step's latency
+with each way of running it (gpu/decode/decoder.py KERNELS: the stage kernels, 4 L + 2
+launches in a CUDA graph; the persistent step kernel of gpu/decode/persistent.py, one launch,
+with each block quantizing a stage's input or with phase B spread over the grid), on the grids
+asked for, beside the fp16 weight stream and fp16 twin of the same architecture
+(gpu/bench/baselines.py).
+--breakdown: where a step's time goes, for the stage kernels and the persistent step (all
+resident blocks; or the kernels named): the step timed again with one part left out each
+(gpu/bench/probe_stages.py VARIANTS: nobar a block barrier for the grid barrier, nogemv no
+weight stream and dot products, nophase no fold, norm or quantization, bare none of the
+three), so that "in barriers" = step - nobar and "in the GEMV" = step - nogemv (the parts
+overlap: they need not add up to the step). Those variants compute garbage; only their times
+mean something.
 
 Red gate, per size, batch, kernel and grid: a persistent step's logits and MLGRU states equal
 in every bit those of the stage kernels run on the same grid (StageOptions(grid=G)); a
@@ -19,14 +27,18 @@ import numpy as np
 
 from mmfree_ref.config import preset
 
+from gpu.bench.probe_stages import VARIANTS
+from gpu.bench.probe_stages import time_graph as time_variant
 from gpu.bench.run import _bench_torch
 from gpu.bench.session import start
 from gpu.common import time_launches
-from gpu.decode.decoder import GPUDecoder
+from gpu.decode.decoder import KERNELS, GPUDecoder
 from gpu.decode.persistent import barriers_per_step
 from gpu.decode.stages import StageOptions
 
 PERSISTENT = ("persistent", "persistent_grid")
+BREAKDOWN = ("nobar", "nogemv", "nophase", "bare")    # probe_stages.VARIANTS: a part left out
+BREAKDOWN_KERNELS = "stages,persistent"
 
 
 def first_step(dec, ids, opts=None):
@@ -50,20 +62,38 @@ def time_graph(dec, ids):
     return tm.median_ms
 
 
-def bench_size(name, batches, grids, copy_gbps, rng):
+def breakdown(dec, kernel, ids):
+    """{variant: ms} of a step of `kernel` (all resident blocks) as it is ("normal") and with
+    each part of BREAKDOWN left out (timing only)."""
+    dec.set_kernel(kernel)
+    out = {}
+    for name in ("normal",) + BREAKDOWN:
+        opts = VARIANTS[name]
+        dec._buffers(len(ids), opts)          # part sized for the variant, fresh counters
+        dec.ids.copy_to_device(ids.astype(np.int32))
+        out[name] = time_variant(dec, None, opts)
+    dec.set_kernel("stages")
+    return out
+
+
+def bench_size(name, batches, grids, copy_gbps, rng, parts=()):
     cfg = preset(name)
     dec = GPUDecoder.random(cfg, seed=1)
     floor_ms = dec.weight_bytes() / (copy_gbps * 1e9) * 1e3
-    rows = []
+    rows, split = [], []
     for b in batches:
         ids = rng.integers(0, cfg.vocab_size, b)
+        for kernel in parts:
+            split.append(dict(size=name, batch=b, kernel=kernel, floor_ms=floor_ms,
+                              **breakdown(dec, kernel, ids)))
+            print(split[-1], flush=True)
         dec.set_kernel("stages")
         ms = time_graph(dec, ids)
         base = dict(size=name, batch=b, floor_ms=floor_ms)
         rows.append(dict(base, kernel="stages", grid="per stage", ms=ms,
                          launches=dec.kernels_per_step(), barriers=4 * cfg.num_hidden_layers + 1))
         print(rows[-1], flush=True)
-        for kernel in PERSISTENT:
+        for kernel in PERSISTENT if grids != ["none"] else ():
             dec.set_kernel(kernel)
             dec.reset(b)
             fit = dec._grid()
@@ -83,7 +113,7 @@ def bench_size(name, batches, grids, copy_gbps, rng):
                 print(row, flush=True)
     del dec
     gc.collect()
-    return rows
+    return rows, split
 
 
 def bench_fp16(fp16, name, batches):
@@ -124,6 +154,17 @@ def table(results):
                      f"{r['launches']} | {r['barriers']} | {cells[0]} | {cells[1]} | "
                      f"{cells[2]} | {stream_cell} | "
                      f"{f16.get('fp16_ms', float('nan')):.3f} | {cells[3]} |")
+    if results.get("breakdown"):
+        lines += ["", "Where a step's time goes (ms; each part left out in turn, the rest as "
+                  "it is; the parts overlap, so they need not add up):", "",
+                  "| size | B | kernel | step | no grid barrier | no GEMV | no norms, quantize | "
+                  "bare | in barriers | in the GEMV | floor |",
+                  "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in results["breakdown"]:
+            cells = " | ".join(f"{r[k]:.3f}" for k in ("normal",) + BREAKDOWN)
+            lines.append(f"| {r['size']} | {r['batch']} | {r['kernel']} | {cells} | "
+                         f"{r['normal'] - r['nobar']:.3f} | {r['normal'] - r['nogemv']:.3f} | "
+                         f"{r['floor_ms']:.3f} |")
     return "\n".join(lines)
 
 
@@ -134,14 +175,25 @@ def main(argv=None):
     ap.add_argument("--sizes", default="370M,1.3B,2.7B,13B", help="preset sizes, comma-separated")
     ap.add_argument("--batches", default="1", help="B values (1..8), comma-separated")
     ap.add_argument("--grids", default="max", metavar="G,G,...",
-                    help="grids of the persistent kernel: 'max' (all resident blocks) or numbers")
+                    help="grids of the persistent kernel: 'max' (all resident blocks) or "
+                    "numbers; 'none': time the stage kernels only")
+    ap.add_argument("--breakdown", nargs="?", const=BREAKDOWN_KERNELS, default="",
+                    metavar="KERNEL,...", help="also time each step of these kernels with its "
+                    f"barriers, GEMV or norms left out (alone: {BREAKDOWN_KERNELS})")
     ap.add_argument("--no-torch", action="store_true", help="skip the torch fp16 baselines")
     args = ap.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",")]
+    parts = [k for k in args.breakdown.split(",") if k]
+    unknown = [k for k in parts if k not in KERNELS]
+    if unknown:
+        raise SystemExit(f"--breakdown takes kernels of {', '.join(KERNELS)}, got {unknown}")
     grids = args.grids.split(",")
-    s = start("python -m gpu.bench.decode_step", args.out, args.no_torch, rows=[], fp16={})
+    s = start("python -m gpu.bench.decode_step", args.out, args.no_torch, rows=[], fp16={},
+              breakdown=[])
     for name in args.sizes.split(","):
-        s.results["rows"] += bench_size(name, batches, grids, s.copy_gbps, s.rng)
+        rows, split = bench_size(name, batches, grids, s.copy_gbps, s.rng, parts)
+        s.results["rows"] += rows
+        s.results["breakdown"] += split
         if s.fp16 is not None:
             s.results["fp16"][name] = {str(b): r for b, r in
                                        bench_fp16(s.fp16, name, batches).items()}

@@ -47,8 +47,10 @@ KINDS = (["ifg", "o", "gate", "down", "head"], ["ifg"], ["o"], ["gate"], ["down"
 
 def time_graph(dec, kinds, opts, repeats=30):
     """Median milliseconds of one replay of a graph of dec's step, restricted to the stage
-    kinds `kinds`, with stage kernels of variant opts (StageOptions)."""
-    step = lambda s: dec._launch_step(s, set(kinds), opts)   # noqa: E731
+    kinds `kinds` (None: the whole step, the persistent kernel's too), with stage kernels of
+    variant opts (StageOptions)."""
+    kinds = None if kinds is None else set(kinds)
+    step = lambda s: dec._launch_step(s, kinds, opts)   # noqa: E731
     step(dec.stream)                        # compile outside the capture
     dec.stream.synchronize()
     graph = CudaGraph(step, dec.stream)

@@ -27,6 +27,8 @@ slabs of channels and windows of T: the parallelism a B = 1 prompt of 2048 token
 "sequential" (gates_scan_forward_kernel, one thread per channel: the simple version).
 The GEMM (`gemm=`): "wgmma" (default; gemm_mma.launch, the tensor cores) or "rows" (gemm_mma's
 v0 gemm_rows, one thread per token: bit-identical outputs, for the CUDA simulator's tests).
+wgmma's tile (`tile=`): by default gemm_mma.pick_tile of each chunk's rows (the narrow tile
+for the one-token chunks of a wide decode step), or the one given for every chunk.
 A prompt longer than t_max runs in chunks of t_max tokens, the state carried from one to the
 next (the scan starts from it); the buffers are sized once for (B, min(T, t_max)) and the last,
 shorter chunk uses their leading rows.
@@ -186,7 +188,7 @@ class GPUPrefill:
                  scan="chunked", gemm="wgmma", tile=None):
         """emb (V, D), norm (D,) device float32; layers: [Layer]; head: Linear; t_max: tokens
         per chunk; scan: one of SCANS; gemm: one of GEMMS; tile: the wgmma GEMM's
-        gemm_mma.Tile (default gemm_mma.DEFAULT)."""
+        gemm_mma.Tile, None (default) for gemm_mma.pick_tile of each chunk's rows."""
         _check_gemm(gemm)
         if not (isinstance(t_max, int) and t_max >= 1):
             raise ValueError(f"t_max must be a positive number of tokens, got {t_max!r}")
@@ -194,8 +196,9 @@ class GPUPrefill:
             raise ValueError(f"scan must be one of {SCANS}, got {scan!r}")
         self.config, self.emb, self.norm, self.layers, self.head = config, emb, norm, layers, head
         self.t_max, self.use_graph, self.scan, self.gemm = t_max, use_graph, scan, gemm
-        self.tile = gemm_mma.Tile(*tile) if tile is not None else gemm_mma.DEFAULT
-        gemm_mma.check_tile(self.tile)
+        self.tile = gemm_mma.Tile(*tile) if tile is not None else None
+        if self.tile is not None:
+            gemm_mma.check_tile(self.tile)
         self.stream = cuda.stream()
         self._shape, self.buf, self.state = None, None, None
         self._graphs = {}
@@ -244,12 +247,13 @@ class GPUPrefill:
     def _gemm(self, name, q, lin, k, sx, mode, y, phase="gemm"):
         """Launch y (=|+=) dequantized q @ lin.t[k]^T (mode STORE | ADD)."""
         t, sw, acc = lin.t[k], lin.scales[k], self._dummy_i
+        tile = self.tile or gemm_mma.pick_tile(q.shape[0])
 
         def run(s):
             if self.gemm == "rows":
                 gemm_mma.launch_rows(q, t, sx, sw, mode, y, acc, s)
             else:
-                gemm_mma.launch(q, t, sx, sw, mode, y, acc, self.tile, s)
+                gemm_mma.launch(q, t, sx, sw, mode, y, acc, tile, s)
         return Launch(phase, name, run)
 
     def _scan(self, name, layer, h0, v, b, steps):

@@ -22,3 +22,14 @@ def test_decode_step_table():
     assert lines[6] == ("| 370M | 1 | persistent_grid | 264 | 1 | 194 | bits differ from the "
                         "stages |  |  | 0.600 | 1.600 |  |")
 
+
+
+def test_breakdown_table_says_what_each_part_costs():
+    row = dict(size="1.3B", batch=1, kernel="stages", floor_ms=0.077, normal=0.9, nobar=0.6,
+               nogemv=0.5, nophase=0.7, bare=0.3)
+    results = dict(device="gpu: X", date="2026-12-04", copy_gbps=4000.0, rows=[], fp16={},
+                   breakdown=[row])
+    lines = decode_step.table(results).splitlines()
+    assert lines[-1] == ("| 1.3B | 1 | stages | 0.900 | 0.600 | 0.500 | 0.700 | 0.300 | 0.300 | "
+                         "0.400 | 0.077 |")
+    assert lines[-3].startswith("| size | B | kernel | step | no grid barrier | no GEMV |")

@@ -37,6 +37,25 @@ def test_batch_table_says_what_was_not_run_and_what_failed():
                          "(gpu.gemv.MAX_TOKENS), more as one-token chunks of the GEMM prefill.")
 
 
+def test_batch_table_lists_every_tile_of_the_wide_steps():
+    tiles = [dict(tile="auto", same_bits=True, ms=1.0, tokens_per_s=16000.0),
+             dict(tile="64x16x128s4w", same_bits=False)]
+    rows = [dict(size="1.3B", batch=16, ternary_agrees=False, ternary_tiles=tiles,
+                 ternary_path="prefill GEMM, tile auto", ternary_ms=1.0,
+                 ternary_tokens_per_s=16000.0, fp16_ms=2.0, fp16_tokens_per_s=8000.0)]
+    lines = decode_batch.table(dict(device="gpu: X", date="2026-12-04", rows=rows)).splitlines()
+    assert lines[4] == ("| 1.3B | 16 | 16000 (1.000) | prefill GEMM, tile auto | 8000 (2.000) | "
+                        "not run | 2.00x |")
+    assert lines[-2:] == ["| 1.3B | 16 | auto | 16000 (1.000) | 2.00x |",
+                          "| 1.3B | 16 | 64x16x128s4w | bits differ from the first tile | - |"]
+
+
+def test_batch_bench_names_an_unknown_tile_before_any_work(tmp_path):
+    with pytest.raises(SystemExit, match="unknown tile 'huge': auto or one of "):
+        decode_batch.main(["--out", str(tmp_path / "out"), "--tiles", "auto,huge"])
+    assert not (tmp_path / "out").exists()
+
+
 def test_write_table_writes_the_file_and_prints_it(tmp_path, capsys):
     from gpu.bench.session import Session
     s = Session(tmp_path, None, None, 1.0, {})

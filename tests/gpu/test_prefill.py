@@ -115,6 +115,24 @@ def test_wgmma_and_rows_gemm_give_the_same_bits():
         np.testing.assert_array_equal(a, b)
 
 
+def test_the_default_tile_follows_each_products_rows(monkeypatch):
+    """tile None: each GEMM launch gets gemm_mma.pick_tile of its own rows (a decode-sized
+    chunk the narrow SMALL tile, a prompt DEFAULT); a tile given is used for every chunk."""
+    c, p = one_layer(seed=4)
+    seen = []
+    monkeypatch.setattr(gemm_mma, "launch", lambda *a: seen.append(a[7]))
+    for tile in (None, gemm_mma.SIM_TILES[2]):
+        pre = GPUPrefill.from_packed(pack_params(c, p), gemm="wgmma", tile=tile)
+        lin = pre.layers[0].o
+        kp = lin.t[0].shape[1]
+        for m in (1, gemm_mma.SMALL_M, gemm_mma.SMALL_M + 1):
+            q = empty((m, kp), np.int8)
+            pre._gemm("o", q, lin, 0, empty((m,), np.float32), pm.STORE,
+                      empty((m, c.hidden_size), np.float32)).run(0)
+    assert seen == [gemm_mma.SMALL, gemm_mma.SMALL, gemm_mma.DEFAULT] + [gemm_mma.SIM_TILES[2]] * 3
+    assert gemm_mma.SMALL != gemm_mma.DEFAULT
+
+
 def test_decoder_prefill_then_step_equals_token_by_token(on_gpu):
     """GPUDecoder.prefill (through GPUPrefill) loads the states: step continues the sequence
     as the oracle's token-by-token decode does (mmfree_ref.decode; on the GPU also the
