@@ -99,10 +99,10 @@ def bench_ternary(dec, batch, rng, vocab, tiles=("auto",)):
     if batch <= MAX_TOKENS:
         return dict(row, path="stages", **_time_step(dec, ids))
     per_tile = bench_tiles(dec, ids, tiles, got)
-    best = per_tile[0]
+    first = per_tile[0]
     return dict(row, agrees=all(t["same_bits"] for t in per_tile), tiles=per_tile,
-                path=f"prefill GEMM, tile {best['tile']}",
-                **{k: best[k] for k in ("ms", "tokens_per_s") if k in best})
+                path=f"prefill GEMM, tile {first['tile']}",
+                **{k: first[k] for k in ("ms", "tokens_per_s") if k in first})
 
 
 def bench_size(name, batches, fp16, rng, tiles=("auto",)):

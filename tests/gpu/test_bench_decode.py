@@ -1,5 +1,7 @@
 """gpu/bench/decode_step.py's table says what was timed, against which reference, and what
 failed its gate (its refusal of the simulator, and decode_batch's table: test_bench_session.py)."""
+import pytest
+
 from gpu.bench import decode_step
 
 
@@ -33,3 +35,10 @@ def test_breakdown_table_says_what_each_part_costs():
     assert lines[-1] == ("| 1.3B | 1 | stages | 0.900 | 0.600 | 0.500 | 0.700 | 0.300 | 0.300 | "
                          "0.400 | 0.077 |")
     assert lines[-3].startswith("| size | B | kernel | step | no grid barrier | no GEMV |")
+
+
+def test_breakdown_names_an_unknown_kernel_before_any_work(tmp_path):
+    with pytest.raises(SystemExit, match=r"--breakdown takes kernels of stages, persistent, "
+                                         r"persistent_grid, got \['fast'\]"):
+        decode_step.main(["--out", str(tmp_path / "out"), "--breakdown", "stages,fast"])
+    assert not (tmp_path / "out").exists()
