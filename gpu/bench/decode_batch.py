@@ -1,5 +1,5 @@
 """`python -m gpu.bench.decode_batch [--out DIR] [--sizes 370M,1.3B] [--batches 1,2,...]
-[--tiles auto,NAME,...] [--no-torch]`: decode tokens/s against the number of sequences B
+[--tiles auto,NAME,...] [--phases] [--no-torch]`: decode tokens/s against the number of sequences B
 decoded together, for the ternary GPU decoder (gpu/decode/decoder.py, one CUDA graph per step)
 beside torch fp16 of the same architecture (baselines.HGRNFp16) and the Llama-style step with
 its KV cache (baselines.LlamaFp16, a cache of CONTEXT tokens per sequence), all with random
@@ -10,6 +10,8 @@ decoder's stage kernels take at most gpu.gemv.MAX_TOKENS sequences in one weight
 larger B its step is a one-token chunk of the GEMM prefill (gpu/prefill/, int8 tensor cores),
 each timed as its own CUDA graph (column `path`), with each GEMM tile of --tiles ("auto":
 gemm_mma.pick_tile's choice for B rows; a name of gemm_mma.TILES fixes one; a row each).
+--phases: the first tile's one-token chunk again, each phase set of PHASE_SETS captured and
+timed alone (the GEMMs, the norm + quantize prologues, the scans, embedding and head).
 Red gate, per size and B: up to MAX_TOKENS, the batched step's logits for sequence b equal
 (within the decoder tests' bound, 1e-4 of max|logit|, and with the same argmax) those of a
 B = 1 step of the same token (the same kernels: in practice the same bits); above, where the
@@ -34,10 +36,14 @@ from gpu.bench.run import CONTEXT, _bench_torch
 from gpu.bench.session import start
 from gpu.common import time_launches
 from gpu.decode.decoder import GPUDecoder
+from gpu.decode.graph import CudaGraph
 from gpu.gemv import MAX_TOKENS
 
 RTOL_LOGITS = 1e-4          # tests/gpu/decode/test_decoder.py's bound for float32 logits
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
+# the wide step's chunk in parts (gpu/prefill/model.py PHASES), each timed alone by --phases
+PHASE_SETS = (("gemm", ("gemm",)), ("quantize", ("quantize",)), ("scan", ("scan",)),
+              ("embed+head", ("embed", "head")))
 
 
 def _agrees(batched, single):
@@ -62,6 +68,24 @@ def _time_step(dec, ids):
     return dict(ms=tm.median_ms, tokens_per_s=len(ids) / tm.median_ms * 1e3)
 
 
+def wide_phases(dec, batch):
+    """{part: ms} of the current prefiller's one-token chunk of `batch` sequences, whole
+    ("all") and each part of PHASE_SETS alone, each captured as its own graph (timing only: a
+    part alone reads what the step before left)."""
+    pre, out = dec._prefill, {}
+    for name, phases in (("all", None),) + PHASE_SETS:
+        def run(s, phases=phases):
+            pre.launch_chunk(batch, 1, phases=None if phases is None else set(phases),
+                             stream=s)
+        run(pre.stream)
+        pre.stream.synchronize()
+        graph = CudaGraph(run, pre.stream)
+        out[name] = time_launches(lambda i, s: graph.launch(s), 1, 1, stream=pre.stream,
+                                  repeats=20).median_ms
+        graph.close()
+    return out
+
+
 def bench_tiles(dec, ids, tiles, first):
     """More than MAX_TOKENS sequences: [{tile, same_bits, ms, tokens_per_s}] for each tile
     name, its first step's logits against `first` (the gated step's)."""
@@ -76,9 +100,10 @@ def bench_tiles(dec, ids, tiles, first):
     return rows
 
 
-def bench_ternary(dec, batch, rng, vocab, tiles=("auto",)):
+def bench_ternary(dec, batch, rng, vocab, tiles=("auto",), phases=False):
     """Step time of `batch` sequences after the red gate -> dict (ms, tokens_per_s, agrees;
-    above MAX_TOKENS `tiles`, a row of bench_tiles each, ms and tokens_per_s the first's)."""
+    above MAX_TOKENS `tiles`, a row of bench_tiles each, ms and tokens_per_s the first's, and
+    with `phases` wide_phases on the first tile)."""
     ids = rng.integers(0, vocab, batch)
     if batch > MAX_TOKENS:
         dec.prefiller(tile=_tile(tiles[0]))
@@ -98,6 +123,8 @@ def bench_ternary(dec, batch, rng, vocab, tiles=("auto",)):
         return row
     if batch <= MAX_TOKENS:
         return dict(row, path="stages", **_time_step(dec, ids))
+    if phases:
+        row["phases"] = wide_phases(dec, batch)      # the gated step's prefiller: tiles[0]
     per_tile = bench_tiles(dec, ids, tiles, got)
     first = per_tile[0]
     return dict(row, agrees=all(t["same_bits"] for t in per_tile), tiles=per_tile,
@@ -105,14 +132,15 @@ def bench_ternary(dec, batch, rng, vocab, tiles=("auto",)):
                 **{k: first[k] for k in ("ms", "tokens_per_s") if k in first})
 
 
-def bench_size(name, batches, fp16, rng, tiles=("auto",)):
+def bench_size(name, batches, fp16, rng, tiles=("auto",), phases=False):
     cfg = preset(name)
     rows = []
     dec = GPUDecoder.random(cfg, seed=1)
     for b in batches:
         row = dict(size=name, batch=b)
         row.update({f"ternary_{k}": v
-                    for k, v in bench_ternary(dec, b, rng, cfg.vocab_size, tiles).items()})
+                    for k, v in bench_ternary(dec, b, rng, cfg.vocab_size, tiles,
+                                              phases).items()})
         rows.append(row)
         print(f"{name} B={b}: {row}", flush=True)
     del dec
@@ -158,6 +186,15 @@ def table(results):
             ratio = (f"{t['tokens_per_s'] / r['fp16_tokens_per_s']:.2f}x"
                      if "ms" in t and "fp16_ms" in r else "-")
             lines.append(f"| {r['size']} | {r['batch']} | {t['tile']} | {cell} | {ratio} |")
+    split = [r for r in results["rows"] if "ternary_phases" in r]
+    if split:
+        names = ["all"] + [n for n, _ in PHASE_SETS]
+        lines += ["", "The wide step's chunk by phase (ms, each part captured and timed alone, "
+                  "on the first tile):", "", "| size | B | " + " | ".join(names) + " |",
+                  "|---|---:|" + "---:|" * len(names)]
+        for r in split:
+            cells = " | ".join(f"{r['ternary_phases'][n]:.3f}" for n in names)
+            lines.append(f"| {r['size']} | {r['batch']} | {cells} |")
     return "\n".join(lines)
 
 
@@ -169,6 +206,8 @@ def main(argv=None):
     ap.add_argument("--batches", default=",".join(map(str, BATCHES)), help="B values, comma-separated")
     ap.add_argument("--tiles", default="auto", metavar="auto,NAME,...",
                     help="GEMM tiles of the steps above MAX_TOKENS sequences (gemm_mma.TILES)")
+    ap.add_argument("--phases", action="store_true",
+                    help="also time each phase of the steps above MAX_TOKENS alone")
     ap.add_argument("--no-torch", action="store_true", help="skip the torch fp16 baselines")
     args = ap.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",")]
@@ -177,7 +216,7 @@ def main(argv=None):
         _tile(name)                                 # unknown names fail before any work
     s = start("python -m gpu.bench.decode_batch", args.out, args.no_torch, rows=[])
     for name in args.sizes.split(","):
-        s.results["rows"] += bench_size(name, batches, s.fp16, s.rng, tiles)
+        s.results["rows"] += bench_size(name, batches, s.fp16, s.rng, tiles, args.phases)
         s.dump("decode_batch.json")
     text = table(s.results)
     s.write_table("decode_batch_table.md", text)

@@ -50,6 +50,41 @@ def test_batch_table_lists_every_tile_of_the_wide_steps():
                           "| 1.3B | 16 | 64x16x128s4w | bits differ from the first tile | - |"]
 
 
+def test_the_phase_sets_cover_every_launch_of_a_chunk_once():
+    from gpu.prefill.model import PHASES
+    parts = [p for _, phases in decode_batch.PHASE_SETS for p in phases]
+    assert sorted(parts) == sorted(PHASES)
+
+
+@pytest.mark.skipif(not SIMULATOR, reason="stands in for the prefill and the timer")
+def test_wide_phases_times_the_whole_chunk_then_each_phase_set(monkeypatch):
+    """Each part's graph launches the chunk with that part's phases only (eagerly once, then
+    as the graph the timer replays), the whole chunk first."""
+    from types import SimpleNamespace
+
+    from numba import cuda
+    seen = []
+    pre = SimpleNamespace(stream=cuda.stream(),
+                          launch_chunk=lambda b, steps, phases, stream: seen.append((b, phases)))
+    monkeypatch.setattr(decode_batch, "time_launches",
+                        lambda launch, *a, **k: launch(0, pre.stream) or SimpleNamespace(
+                            median_ms=float(len(seen))))
+    got = decode_batch.wide_phases(SimpleNamespace(_prefill=pre), 16)
+    want = [None] + [set(p) for _, p in decode_batch.PHASE_SETS]
+    assert seen == [(16, w) for w in want for _ in range(2)]
+    assert list(got) == ["all"] + [n for n, _ in decode_batch.PHASE_SETS]
+
+
+def test_batch_table_lists_the_wide_steps_phases():
+    parts = dict(all=2.5, gemm=1.36, quantize=0.73, scan=0.154, **{"embed+head": 0.058})
+    rows = [dict(size="1.3B", batch=16, ternary_agrees=True, ternary_ms=2.5,
+                 ternary_tokens_per_s=6400.0, ternary_path="prefill GEMM, tile auto",
+                 ternary_phases=parts)]
+    lines = decode_batch.table(dict(device="gpu: X", date="2026-12-04", rows=rows)).splitlines()
+    assert lines[-3] == "| size | B | all | gemm | quantize | scan | embed+head |"
+    assert lines[-1] == "| 1.3B | 16 | 2.500 | 1.360 | 0.730 | 0.154 | 0.058 |"
+
+
 def test_batch_bench_names_an_unknown_tile_before_any_work(tmp_path):
     with pytest.raises(SystemExit, match="unknown tile 'huge': auto or one of "):
         decode_batch.main(["--out", str(tmp_path / "out"), "--tiles", "auto,huge"])
