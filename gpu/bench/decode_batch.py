@@ -36,7 +36,7 @@ from gpu.bench.run import CONTEXT, _bench_torch
 from gpu.bench.session import start
 from gpu.common import time_launches
 from gpu.decode.decoder import GPUDecoder
-from gpu.decode.graph import CudaGraph
+from gpu.decode.graph import replay_ms
 from gpu.gemv import MAX_TOKENS
 
 RTOL_LOGITS = 1e-4          # tests/gpu/decode/test_decoder.py's bound for float32 logits
@@ -77,12 +77,7 @@ def wide_phases(dec, batch):
         def run(s, phases=phases):
             pre.launch_chunk(batch, 1, phases=None if phases is None else set(phases),
                              stream=s)
-        run(pre.stream)
-        pre.stream.synchronize()
-        graph = CudaGraph(run, pre.stream)
-        out[name] = time_launches(lambda i, s: graph.launch(s), 1, 1, stream=pre.stream,
-                                  repeats=20).median_ms
-        graph.close()
+        out[name] = replay_ms(run, pre.stream)
     return out
 
 
@@ -90,8 +85,9 @@ def bench_tiles(dec, ids, tiles, first):
     """More than MAX_TOKENS sequences: [{tile, same_bits, ms, tokens_per_s}] for each tile
     name, its first step's logits against `first` (the gated step's)."""
     rows = []
-    for name in tiles:
-        dec.prefiller(tile=_tile(name))      # the wide step's prefill, on this tile
+    for i, name in enumerate(tiles):
+        if i:                                # tiles[0]'s is the gated step's (bench_ternary)
+            dec.prefiller(tile=_tile(name))  # the wide step's prefill, on this tile
         dec.reset(len(ids))
         row = dict(tile=name, same_bits=bool(np.array_equal(dec.step(ids), first)))
         if row["same_bits"]:

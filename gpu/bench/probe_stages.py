@@ -19,9 +19,8 @@ import os
 import sys
 import time
 
-from gpu.common import time_launches
 from gpu.decode.decoder import GPUDecoder
-from gpu.decode.graph import CudaGraph
+from gpu.decode.graph import replay_ms
 from gpu.decode.stages import StageOptions
 from mmfree_ref.config import preset
 
@@ -50,14 +49,8 @@ def time_graph(dec, kinds, opts, repeats=30):
     kinds `kinds` (None: the whole step, the persistent kernel's too), with stage kernels of
     variant opts (StageOptions)."""
     kinds = None if kinds is None else set(kinds)
-    step = lambda s: dec._launch_step(s, kinds, opts)   # noqa: E731
-    step(dec.stream)                        # compile outside the capture
-    dec.stream.synchronize()
-    graph = CudaGraph(step, dec.stream)
-    tm = time_launches(lambda i, s: graph.launch(s), 1, dec.weight_bytes(), stream=dec.stream,
-                       repeats=repeats)
-    graph.close()
-    return tm.median_ms
+    return replay_ms(lambda s: dec._launch_step(s, kinds, opts), dec.stream, dec.weight_bytes(),
+                     repeats)
 
 
 def probe_variant(dec, opts):

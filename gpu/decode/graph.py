@@ -12,7 +12,7 @@ Under the CUDA simulator there are no graphs: `CudaGraph` then keeps the Python 
 """
 from numba import cuda
 
-from gpu.common import SIMULATOR
+from gpu.common import SIMULATOR, time_launches
 
 if not SIMULATOR:
     from cuda.bindings import driver as drv
@@ -66,3 +66,17 @@ class CudaGraph:
 
 def synchronize(stream):
     stream.synchronize() if stream is not None else cuda.synchronize()
+
+
+def replay_ms(step, stream, bytes_moved=1, repeats=20):
+    """Median ms of one replay of step(stream)'s launches as a graph (benchmarks): step runs
+    once eagerly (it compiles outside the capture), is captured, timed by
+    gpu.common.time_launches, and the graph closed."""
+    step(stream)
+    stream.synchronize()
+    graph = CudaGraph(step, stream)
+    try:
+        return time_launches(lambda i, s: graph.launch(s), 1, bytes_moved, stream=stream,
+                             repeats=repeats).median_ms
+    finally:
+        graph.close()

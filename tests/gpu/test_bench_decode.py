@@ -25,7 +25,6 @@ def test_decode_step_table():
                         "stages |  |  | 0.600 | 1.600 |  |")
 
 
-
 def test_breakdown_table_says_what_each_part_costs():
     row = dict(size="1.3B", batch=1, kernel="stages", floor_ms=0.077, normal=0.9, nobar=0.6,
                nogemv=0.5, nophase=0.7, bare=0.3)

@@ -66,7 +66,8 @@ def test_wide_phases_times_the_whole_chunk_then_each_phase_set(monkeypatch):
     seen = []
     pre = SimpleNamespace(stream=cuda.stream(),
                           launch_chunk=lambda b, steps, phases, stream: seen.append((b, phases)))
-    monkeypatch.setattr(decode_batch, "time_launches",
+    import gpu.decode.graph
+    monkeypatch.setattr(gpu.decode.graph, "time_launches",
                         lambda launch, *a, **k: launch(0, pre.stream) or SimpleNamespace(
                             median_ms=float(len(seen))))
     got = decode_batch.wide_phases(SimpleNamespace(_prefill=pre), 16)
